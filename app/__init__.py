@@ -1,0 +1,1 @@
+"""agent-sessions: durable computer-use agent sessions over REST and SSE."""

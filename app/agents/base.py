@@ -1,0 +1,159 @@
+"""The contract between the runner and a provider loop.
+
+A loop (agents/anthropic.py, agents/openai.py) is a flat `while` loop: call the
+model, record the turn, run the tool calls, repeat. It talks to the rest of the
+service only through the `RunContext` it is handed: it never sees SSE, HTTP or
+SQL. The runner owns the run's lifecycle (started, cancelled, failed, the
+terminal events); the loop owns the transcript, kept in a JSON-able `state`
+dict that it checkpoints at step boundaries so a restarted process can resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+from app.computers.base import Computer, Display, ShotImage
+
+T = TypeVar("T")
+
+StopReason = Literal[
+    "end_turn",
+    "max_steps",
+    "time_limit",
+    "refusal",
+    "cancelled",
+    "safety_check_rejected",
+    "safety_check_timeout",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a loop needs to know about its session and run (read-only)."""
+
+    session_id: str
+    run_id: str
+    provider: str
+    model: str
+    system_prompt: str | None
+    computer_type: str
+    display: Display
+    max_steps: int
+    image_retention: int
+    thinking_budget: int | None
+    tool_version: str | None
+    prompt_caching: bool
+    max_tokens: int
+    safety: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredShot:
+    """A persisted screenshot as events reference it (SPEC.md screenshot object)."""
+
+    id: str
+    session_id: str
+    width: int
+    height: int
+    media_type: str
+    page_url: str | None
+
+    @property
+    def url(self) -> str:
+        return f"/v1/sessions/{self.session_id}/screenshots/{self.id}"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "width": self.width,
+            "height": self.height,
+            "media_type": self.media_type,
+            "page_url": self.page_url,
+        }
+
+
+@dataclass
+class TurnRecord:
+    """One model call and the actions it asked for, as persisted in the turns table."""
+
+    index: int
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    usage: dict[str, int]
+    latency_ms: int
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a loop ended on its own (cancellation and errors are exceptions)."""
+
+    stop_reason: StopReason
+    output: str | None = None
+
+
+class RunLimitExceeded(Exception):
+    """Raised by a loop when the run hits max_steps."""
+
+    def __init__(self, stop_reason: StopReason, message: str) -> None:
+        super().__init__(message)
+        self.stop_reason = stop_reason
+
+
+class ProviderError(Exception):
+    """The provider failed and retries are spent (or the error is not retryable)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, type_: str = "provider_error") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.type = type_
+
+
+Event = tuple[str, dict[str, Any]]
+
+
+class RunContext(Protocol):
+    """What the runner hands a loop. Every method commits before it returns."""
+
+    config: RunConfig
+    computer: Computer
+
+    async def emit(self, type_: str, data: dict[str, Any]) -> int:
+        """Append one event to the session's log (committed, then published); returns its seq."""
+        ...
+
+    async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
+        """Save the loop's resumable state and append `events`, in one transaction."""
+        ...
+
+    async def record_turn(self, turn: TurnRecord) -> None:
+        """Persist (insert or update) a turn row and add its usage to the run and session."""
+        ...
+
+    async def store_screenshot(self, image: ShotImage, page_url: str | None) -> StoredShot: ...
+
+    async def load_screenshot(self, shot_id: str) -> ShotImage: ...
+
+    async def call_provider(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one provider request with the service's retry policy (provider.retry events)."""
+        ...
+
+
+class AgentLoop(Protocol):
+    """A provider loop. `state` is what it last checkpointed ({} for a new session)."""
+
+    async def run(
+        self, ctx: RunContext, state: dict[str, Any], user_input: str | None, *, resumed: bool
+    ) -> RunOutcome:
+        """Drive the model until it stops. `user_input` is None when resuming a run."""
+        ...
+
+    def repair(self, state: dict[str, Any], reason: str) -> dict[str, Any]:
+        """Return `state` with every unanswered tool call answered (is_error, `reason`),
+        so the next request to the provider is valid. Used after a cancel or a crash."""
+        ...
