@@ -1,0 +1,110 @@
+"""The `agent-sessions` command: `serve` (migrate, then run the API) and `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from app.db.engine import migrate
+from app.settings import Settings, get_settings
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+# Extra seconds uvicorn gives open connections after the runs' own grace period:
+# a backstop so a stuck client cannot hold a shutdown open forever.
+SHUTDOWN_SLACK_S = 5
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        # Any other name may resolve to a public address: treat it as public.
+        return False
+
+
+def auth_refusal(settings: Settings, host: str) -> str | None:
+    """Why the service must not listen on `host` with these settings, or None if it may."""
+    try:
+        keys = settings.tenant_keys
+    except ValueError as exc:
+        return f"invalid API_KEYS: {exc}"
+    if keys or settings.allow_no_auth or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host} without authentication: no API_KEYS are set. "
+        "Set API_KEYS=key1:tenantA[,key2:tenantB], or ALLOW_NO_AUTH=true to serve "
+        "without keys on a non-loopback address."
+    )
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Checked before migrating, so a misconfigured start changes nothing.
+    problem = auth_refusal(settings, args.host)
+    if problem is not None:
+        print(f"agent-sessions: error: {problem}", file=sys.stderr)
+        return 2
+    _migrate(settings)
+
+    import uvicorn  # imported here so `migrate` does not pay for it
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        # One process per database in v1: the runner and the event broker live in it.
+        workers=1,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + SHUTDOWN_SLACK_S,
+    )
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    asyncio.run(migrate(settings.database_url))
+    print(f"agent-sessions: database migrated to head ({_head_label()})")
+    return 0
+
+
+def _head_label() -> str:
+    from alembic.script import ScriptDirectory
+
+    from app.db.engine import alembic_config
+
+    return ", ".join(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-sessions",
+        description="Durable computer-use agent sessions over REST and Server-Sent Events.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="apply migrations, then run the HTTP service")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+
+    commands.add_parser("migrate", help="bring the database (DATABASE_URL) to the newest schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `agent-sessions` console script and of `python -m app`."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"agent-sessions: error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(args, settings)
+    return _migrate(settings)

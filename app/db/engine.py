@@ -1,0 +1,199 @@
+"""Database engine, sessions and migrations.
+
+`create_engine` tunes each backend (SQLite pragmas, a Postgres pool);
+`migrate`, `upgrade`, `downgrade` and `migrations_current` drive Alembic
+programmatically, so no alembic.ini is needed and the migrations that ship
+inside the installed `migrations` package are found from any directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+import migrations
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+# Revisions are named by date so that `ls migrations/versions` reads as a history.
+REVISION_FILE_TEMPLATE = "%(year)d_%(month).2d_%(day).2d_%(rev)s_%(slug)s"
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Runs hold a connection only around a step's commit, so a small pool serves
+# MAX_ACTIVE_RUNS runs plus the API; overflow absorbs bursts of SSE replays.
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 20
+
+
+def async_url(url: str) -> URL:
+    """Parse `url`, swapping plain driver names for the async drivers the service uses."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    return parsed
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for SQLite (aiosqlite) or Postgres (asyncpg), tuned for the service."""
+    parsed = async_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _create_sqlite_engine(parsed)
+    if backend == "postgresql":
+        return create_async_engine(
+            parsed,
+            pool_size=POSTGRES_POOL_SIZE,
+            max_overflow=POSTGRES_MAX_OVERFLOW,
+            # A restarted Postgres leaves dead connections in the pool; test before use.
+            pool_pre_ping=True,
+        )
+    return create_async_engine(parsed)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (responses are built after it)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _is_memory_database(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _create_sqlite_engine(url: URL) -> AsyncEngine:
+    database = url.database or ""
+    if not _is_memory_database(url) and not database.startswith("file:"):
+        # SQLite creates the file but not its directory (./data on a fresh checkout).
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
+    # Per connection, before any transaction: journal_mode cannot change inside one.
+    # WAL lets SSE readers proceed while a run writes; NORMAL is durable in WAL
+    # mode except for the last commits on power loss; busy_timeout waits for the
+    # writer lock instead of failing at once with "database is locked".
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic Config built in code: script_location is the installed `migrations` package.
+
+    `url` is used only when env.py has to open its own connection (the alembic
+    CLI through `python -m migrations`); `upgrade`/`downgrade` hand it one.
+    """
+    config = Config()
+    # Config values go through ConfigParser interpolation: a literal % must be doubled.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("file_template", REVISION_FILE_TEMPLATE.replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    if url is not None:
+        config.attributes["url"] = url
+    return config
+
+
+async def migrate(url: str) -> None:
+    """Bring the database at `url` to the newest revision (`alembic upgrade head`)."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """`alembic upgrade <revision>` on one connection of `engine`, in one transaction."""
+    await _run_alembic(engine, command.upgrade, revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    """`alembic downgrade <revision>` on one connection of `engine`, in one transaction."""
+    await _run_alembic(engine, command.downgrade, revision)
+
+
+async def migrations_current(engine: AsyncEngine) -> bool:
+    """Whether the database is at the newest revision. Database errors propagate."""
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_heads)
+    return current == set(_script_heads())
+
+
+def _current_heads(connection: Connection) -> set[str]:
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+@lru_cache(maxsize=1)
+def _script_heads() -> tuple[str, ...]:
+    # Reading the revision files once is enough: they do not change under a running process.
+    return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+AlembicCommand = Callable[[Config, str], None]
+
+
+async def _run_alembic(engine: AsyncEngine, alembic_command: AlembicCommand, revision: str) -> None:
+    config = alembic_config()
+    sqlite = engine.dialect.name == "sqlite"
+    async with engine.connect() as connection:
+        if sqlite:
+            await _begin_sqlite_migration(connection)
+        try:
+            await connection.run_sync(_invoke, config, alembic_command, revision)
+            if sqlite:
+                await _check_sqlite_foreign_keys(connection)
+            await connection.commit()
+        finally:
+            if sqlite:
+                await connection.rollback()
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+async def _begin_sqlite_migration(connection: AsyncConnection) -> None:
+    # Batch migrations rebuild tables (create copy, drop, rename); with foreign keys
+    # on, dropping a referenced table fails or cascades, so SQLite's own recipe turns
+    # them off for the migration and runs foreign_key_check before committing.
+    # The pragma is a no-op inside a transaction, hence before the explicit BEGIN,
+    # which makes the DDL atomic (the sqlite3 driver would otherwise autocommit DDL).
+    await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    await connection.exec_driver_sql("BEGIN")
+
+
+async def _check_sqlite_foreign_keys(connection: AsyncConnection) -> None:
+    result = await connection.exec_driver_sql("PRAGMA foreign_key_check")
+    violations = result.fetchall()
+    if violations:
+        raise RuntimeError(f"migration left foreign key violations: {violations[:10]}")
+
+
+def _invoke(
+    connection: Connection, config: Config, alembic_command: AlembicCommand, revision: str
+) -> None:
+    # env.py picks this connection up instead of opening its own.
+    config.attributes["connection"] = connection
+    alembic_command(config, revision)

@@ -1,0 +1,1 @@
+"""Date-named Alembic revisions (Alembic skips this file)."""
