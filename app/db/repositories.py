@@ -1,0 +1,258 @@
+"""Every SQL statement of the service. Functions take the caller's AsyncSession and
+never commit: the caller (a request, or the event log's writer) owns the transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import (
+    EventRow,
+    RunRow,
+    SafetyCheckRow,
+    ScreenshotRow,
+    SessionRow,
+    TurnRow,
+    utcnow,
+)
+from app.events.types import StoredEvent
+
+UNFINISHED_RUN_STATUSES = ("queued", "running", "awaiting_safety_check")
+TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
+
+# ---- events ---------------------------------------------------------------
+
+
+async def max_event_seq(db: AsyncSession, session_id: str) -> int:
+    value = await db.scalar(select(func.max(EventRow.seq)).where(EventRow.session_id == session_id))
+    return int(value or 0)
+
+
+async def insert_events(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await db.execute(insert(EventRow), list(rows))
+
+
+async def set_last_event_seq(db: AsyncSession, session_id: str, seq: int) -> None:
+    await db.execute(
+        update(SessionRow).where(SessionRow.id == session_id).values(last_event_seq=seq)
+    )
+
+
+async def list_events(
+    db: AsyncSession, session_id: str, after: int, limit: int
+) -> list[StoredEvent]:
+    rows = await db.execute(
+        select(
+            EventRow.session_id,
+            EventRow.seq,
+            EventRow.run_id,
+            EventRow.type,
+            EventRow.data,
+            EventRow.created_at,
+        )
+        .where(EventRow.session_id == session_id, EventRow.seq > after)
+        .order_by(EventRow.seq)
+        .limit(limit)
+    )
+    return [StoredEvent(*row) for row in rows]
+
+
+async def terminal_event_seq(db: AsyncSession, session_id: str, run_id: str) -> int | None:
+    return await db.scalar(
+        select(EventRow.seq).where(
+            EventRow.session_id == session_id,
+            EventRow.run_id == run_id,
+            EventRow.type.in_(("run.completed", "run.failed", "run.cancelled")),
+        )
+    )
+
+
+# ---- sessions ---------------------------------------------------------------
+
+
+async def get_session(
+    db: AsyncSession, session_id: str, tenant: str | None = None
+) -> SessionRow | None:
+    stmt = select(SessionRow).where(SessionRow.id == session_id)
+    if tenant is not None:
+        stmt = stmt.where(SessionRow.tenant == tenant)
+    return await db.scalar(stmt)
+
+
+async def list_sessions(
+    db: AsyncSession, tenant: str, status: str | None, after: str | None, limit: int
+) -> list[SessionRow]:
+    stmt = select(SessionRow).where(SessionRow.tenant == tenant)
+    if status is not None:
+        stmt = stmt.where(SessionRow.status == status)
+    if after is not None:
+        stmt = stmt.where(SessionRow.id < after)
+    result = await db.scalars(stmt.order_by(SessionRow.id.desc()).limit(limit))
+    return list(result)
+
+
+async def update_session(db: AsyncSession, session_id: str, **values: Any) -> None:
+    values.setdefault("updated_at", utcnow())
+    await db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
+
+
+async def add_session_usage(db: AsyncSession, session_id: str, usage: dict[str, int]) -> None:
+    row = await db.get(SessionRow, session_id)
+    if row is not None:
+        row.usage = add_usage(row.usage, usage)
+        row.updated_at = utcnow()
+
+
+def add_usage(total: dict[str, Any] | None, usage: dict[str, int]) -> dict[str, int]:
+    merged = dict(total or {})
+    for key, value in usage.items():
+        merged[key] = int(merged.get(key, 0)) + int(value or 0)
+    return merged
+
+
+# ---- runs -------------------------------------------------------------------
+
+
+async def get_run(db: AsyncSession, session_id: str, run_id: str) -> RunRow | None:
+    return await db.scalar(
+        select(RunRow).where(RunRow.id == run_id, RunRow.session_id == session_id)
+    )
+
+
+async def get_runs(db: AsyncSession, run_ids: Sequence[str]) -> list[RunRow]:
+    return list(await db.scalars(select(RunRow).where(RunRow.id.in_(list(run_ids)))))
+
+
+async def latest_run(db: AsyncSession, session_id: str) -> RunRow | None:
+    return await db.scalar(
+        select(RunRow).where(RunRow.session_id == session_id).order_by(RunRow.id.desc()).limit(1)
+    )
+
+
+async def list_runs(
+    db: AsyncSession, session_id: str, after: str | None, limit: int
+) -> list[RunRow]:
+    stmt = select(RunRow).where(RunRow.session_id == session_id)
+    if after is not None:
+        stmt = stmt.where(RunRow.id < after)
+    return list(await db.scalars(stmt.order_by(RunRow.id.desc()).limit(limit)))
+
+
+async def list_unfinished_runs(db: AsyncSession) -> list[RunRow]:
+    stmt = (
+        select(RunRow)
+        .where(RunRow.status.in_(UNFINISHED_RUN_STATUSES))
+        .order_by(RunRow.created_at, RunRow.id)
+    )
+    return list(await db.scalars(stmt))
+
+
+async def update_run(db: AsyncSession, run_id: str, **values: Any) -> None:
+    await db.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+
+# ---- turns ------------------------------------------------------------------
+
+
+async def upsert_turn(db: AsyncSession, row: TurnRow) -> bool:
+    """Insert the turn, or update it when (run_id, index) exists; True when inserted."""
+    existing = await db.scalar(
+        select(TurnRow).where(TurnRow.run_id == row.run_id, TurnRow.index == row.index)
+    )
+    if existing is None:
+        db.add(row)
+        return True
+    existing.request = row.request
+    existing.response = row.response
+    existing.actions = row.actions
+    existing.results = row.results
+    existing.usage = row.usage
+    existing.latency_ms = row.latency_ms
+    existing.ended_at = row.ended_at
+    return False
+
+
+async def list_turns(
+    db: AsyncSession, session_id: str, run_id: str | None, after: str | None, limit: int
+) -> list[TurnRow]:
+    stmt = select(TurnRow).where(TurnRow.session_id == session_id)
+    if run_id is not None:
+        stmt = stmt.where(TurnRow.run_id == run_id)
+    if after is not None:
+        stmt = stmt.where(TurnRow.id > after)
+    return list(await db.scalars(stmt.order_by(TurnRow.id).limit(limit)))
+
+
+# ---- screenshots --------------------------------------------------------------
+
+
+def screenshot_id(session_id: str, data: bytes) -> tuple[str, str]:
+    """(id, sha256): the id is derived from the session and the content, so the same
+    image is stored once per session and ids never collide across tenants."""
+    digest = hashlib.sha256(data).hexdigest()
+    return "shot_" + hashlib.sha256(f"{session_id}:{digest}".encode()).hexdigest()[:40], digest
+
+
+async def store_screenshot(
+    db: AsyncSession, session_id: str, data: bytes, media_type: str, width: int, height: int
+) -> str:
+    """Insert the image unless this session already stored the same bytes; return its id."""
+    shot_id, digest = screenshot_id(session_id, data)
+    existing = await db.scalar(select(ScreenshotRow.id).where(ScreenshotRow.id == shot_id))
+    if existing is None:
+        db.add(
+            ScreenshotRow(
+                id=shot_id,
+                session_id=session_id,
+                sha256=digest,
+                media_type=media_type,
+                width=width,
+                height=height,
+                data=data,
+            )
+        )
+    return shot_id
+
+
+async def get_screenshot(db: AsyncSession, session_id: str, shot_id: str) -> ScreenshotRow | None:
+    return await db.scalar(
+        select(ScreenshotRow).where(
+            ScreenshotRow.id == shot_id, ScreenshotRow.session_id == session_id
+        )
+    )
+
+
+# ---- safety checks ------------------------------------------------------------
+
+
+async def list_safety_checks(
+    db: AsyncSession, session_id: str, status: str | None, after: str | None, limit: int
+) -> list[SafetyCheckRow]:
+    stmt = select(SafetyCheckRow).where(SafetyCheckRow.session_id == session_id)
+    if status is not None:
+        stmt = stmt.where(SafetyCheckRow.status == status)
+    if after is not None:
+        stmt = stmt.where(SafetyCheckRow.id > after)
+    return list(await db.scalars(stmt.order_by(SafetyCheckRow.id).limit(limit)))
+
+
+async def expire_pending_checks(db: AsyncSession, run_id: str, now: datetime) -> list[str]:
+    ids = list(
+        await db.scalars(
+            select(SafetyCheckRow.id).where(
+                SafetyCheckRow.run_id == run_id, SafetyCheckRow.status == "pending"
+            )
+        )
+    )
+    if ids:
+        await db.execute(
+            update(SafetyCheckRow)
+            .where(SafetyCheckRow.id.in_(ids))
+            .values(status="expired", decided_at=now)
+        )
+    return ids

@@ -1,0 +1,106 @@
+"""In-process fan-out of committed events to live subscribers.
+
+Each subscriber owns a bounded queue. Publishing never blocks: when a queue
+is full the subscriber is marked `lagged` and stops receiving; its stream
+then catches up from the database (events are committed before they are
+published), so a slow or stuck client can never slow the run or its peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+
+from app.events.types import StoredEvent
+
+
+class Subscription:
+    """One live reader of one session's events."""
+
+    def __init__(self, broker: Broker, session_id: str, maxsize: int) -> None:
+        self._broker = broker
+        self.session_id = session_id
+        self.queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue(maxsize=maxsize)
+        self.lagged = False
+        self.closed = False
+
+    def offer(self, event: StoredEvent) -> None:
+        if self.lagged or self.closed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True
+
+    def close(self) -> None:
+        """Wake the reader and tell it the service is shutting down."""
+        self.closed = True
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+    async def get(self, wait_s: float | None = None) -> StoredEvent | None:
+        """The next event, or None when closed, lagged or after `wait_s` seconds."""
+        if self.closed and self.queue.empty():
+            return None
+        if self.lagged and self.queue.empty():
+            return None
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait_s)
+        except TimeoutError:
+            return None
+
+    def reset_lag(self) -> None:
+        """Drop what is queued and receive again; the caller re-reads from the database."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.lagged = False
+
+    def unsubscribe(self) -> None:
+        self._broker._remove(self)
+
+
+class Broker:
+    """Session id -> subscribers. Only the event log publishes, after commit."""
+
+    def __init__(self, queue_size: int = 1024) -> None:
+        self._queue_size = queue_size
+        self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._closed = False
+
+    def subscribe(self, session_id: str) -> Subscription:
+        sub = Subscription(self, session_id, self._queue_size)
+        if self._closed:
+            sub.close()
+        else:
+            self._subs[session_id].add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.session_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.session_id]
+
+    def publish(self, session_id: str, events: Sequence[StoredEvent]) -> None:
+        subs = self._subs.get(session_id)
+        if not subs:
+            return
+        for sub in tuple(subs):
+            for event in events:
+                sub.offer(event)
+
+    def subscriber_count(self, session_id: str | None = None) -> int:
+        if session_id is not None:
+            return len(self._subs.get(session_id, ()))
+        return sum(len(s) for s in self._subs.values())
+
+    def close(self) -> None:
+        """End every open stream (shutdown)."""
+        self._closed = True
+        for subs in list(self._subs.values()):
+            for sub in tuple(subs):
+                sub.close()

@@ -1,0 +1,192 @@
+"""The append-only, per-session event log: assign seq, persist, then publish.
+
+Every write of the service's state goes through one writer task (group
+commit): appends queued while a transaction is in flight are committed
+together in the next one, so thousands of events per second cost a handful of
+commits instead of one each, and SQLite never sees two writers contend. A
+write carries its events and an optional `apply` callback that changes state
+(a run's status, a session row) in the same transaction, so when a client
+sees an event, REST already shows its effect.
+
+`seq` is gapless per session: it is assigned inside the transaction from the
+last committed value, and a failed write gives its numbers back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import repositories as repo
+from app.db.models import utcnow
+from app.events.broker import Broker
+from app.events.types import EVENT_TYPES, StoredEvent
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[AsyncSession], Awaitable[Any]]
+NewEvent = tuple[str, dict[str, Any]]
+# Events may depend on what `apply` found (e.g. nothing to announce if a run already ended).
+EventsFor = Callable[[Any], Sequence[NewEvent]]
+
+
+class EventLogClosed(RuntimeError):
+    """The log no longer accepts writes (shutdown)."""
+
+
+@dataclass
+class _Write:
+    session_id: str
+    run_id: str | None
+    events: Sequence[NewEvent] | EventsFor
+    apply: Apply | None
+    future: asyncio.Future[tuple[list[StoredEvent], Any]] = field(repr=False)
+
+
+class EventLog:
+    """Owns the writer task; `append` is the only way events (and state) get written."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], broker: Broker, batch_max: int = 512
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._broker = broker
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._last_seq: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._writer(), name="event-log-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop accepting writes."""
+        self._closing = True
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def append(
+        self,
+        session_id: str,
+        run_id: str | None,
+        events: Sequence[NewEvent] = (),
+        apply: Apply | None = None,
+    ) -> list[StoredEvent]:
+        """Commit `events` (and `apply`'s changes) atomically; returns them with their seq."""
+        stored, _ = await self.transact(session_id, run_id, events, apply)
+        return stored
+
+    async def transact(
+        self,
+        session_id: str,
+        run_id: str | None,
+        events: Sequence[NewEvent] | EventsFor = (),
+        apply: Apply | None = None,
+    ) -> tuple[list[StoredEvent], Any]:
+        """Like `append`, also returning what `apply` returned. `events` may be a
+        function of that value, evaluated inside the transaction."""
+        if self._closing or self._task is None:
+            raise EventLogClosed("the event log is not accepting writes")
+        if not callable(events):
+            _check_types(events)
+        future: asyncio.Future[tuple[list[StoredEvent], Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Write(session_id, run_id, events, apply, future))
+        # Shielded: a cancelled caller must not un-write what may already be committing.
+        return await asyncio.shield(future)
+
+    async def _writer(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit_batch(batch)
+            except Exception:
+                # One bad write must not fail its neighbours: retry each alone.
+                for write in batch:
+                    if write.future.done():
+                        continue
+                    try:
+                        await self._commit_batch([write])
+                    except Exception as exc:
+                        log.warning("event log write failed: %r", exc)
+                        if not write.future.done():
+                            write.future.set_exception(exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit_batch(self, batch: list[_Write]) -> None:
+        seqs = dict(self._last_seq)
+        results: list[tuple[list[StoredEvent], Any]] = []
+        async with self._sessionmaker() as db, db.begin():
+            rows: list[dict[str, Any]] = []
+            touched: set[str] = set()
+            for write in batch:
+                applied = await write.apply(db) if write.apply is not None else None
+                stored: list[StoredEvent] = []
+                new_events = write.events(applied) if callable(write.events) else write.events
+                _check_types(new_events)
+                if new_events:
+                    if write.session_id not in seqs:
+                        seqs[write.session_id] = await repo.max_event_seq(db, write.session_id)
+                    now = utcnow()
+                    for type_, data in new_events:
+                        seqs[write.session_id] += 1
+                        event = StoredEvent(
+                            write.session_id, seqs[write.session_id], write.run_id, type_, data, now
+                        )
+                        stored.append(event)
+                        rows.append(
+                            {
+                                "session_id": event.session_id,
+                                "seq": event.seq,
+                                "run_id": event.run_id,
+                                "type": event.type,
+                                "data": event.data,
+                                "created_at": event.created_at,
+                            }
+                        )
+                    touched.add(write.session_id)
+                results.append((stored, applied))
+            if rows:
+                await repo.insert_events(db, rows)
+            for session_id in touched:
+                await repo.set_last_event_seq(db, session_id, seqs[session_id])
+        # Committed: only now do the numbers become real and readers hear of them.
+        self._last_seq.update({sid: seqs[sid] for sid in touched})
+        for write, result in zip(batch, results, strict=True):
+            if result[0]:
+                self._broker.publish(write.session_id, result[0])
+            if not write.future.done():
+                write.future.set_result(result)
+
+    def forget(self, session_id: str) -> None:
+        """Drop the cached seq of a session (tests that reset the database)."""
+        self._last_seq.pop(session_id, None)
+
+
+def _check_types(events: Sequence[NewEvent]) -> None:
+    for type_, _data in events:
+        if type_ not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type_!r}")

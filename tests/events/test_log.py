@@ -1,0 +1,128 @@
+"""The event log against the real database: gapless seq, atomic state changes,
+commit before publish, group commit, and a lagging subscriber catching up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import repositories as repo
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.models import SessionRow
+from app.events.broker import Broker
+from app.events.log import EventLog
+from app.events.sse import StreamRequest, stream_events
+
+
+@pytest.fixture
+async def sessionmaker(clean_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(clean_db)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def event_log(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[EventLog]:
+    log = EventLog(sessionmaker, Broker(queue_size=8), batch_max=64)
+    log.start()
+    yield log
+    await log.stop()
+
+
+async def new_session(log: EventLog, session_id: str) -> None:
+    async def insert(db: AsyncSession) -> None:
+        db.add(SessionRow(id=session_id, tenant="t", status="idle", provider="anthropic",
+                          model="m", computer={}, options={}, safety={}, metadata_={},
+                          usage={}, agent_state={}, last_event_seq=0))
+
+    await log.append(session_id, None, [("session.created", {})], insert)
+
+
+async def seqs_in_db(sessionmaker: async_sessionmaker[AsyncSession], session_id: str) -> list[int]:
+    async with sessionmaker() as db:
+        return [e.seq for e in await repo.list_events(db, session_id, 0, 100_000)]
+
+
+async def test_concurrent_appends_are_gapless_per_session(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    sessions = ["ses_a", "ses_b", "ses_c"]
+    for sid in sessions:
+        await new_session(event_log, sid)
+
+    async def writer(sid: str, n: int) -> list[int]:
+        out = []
+        for i in range(n):
+            stored = await event_log.append(sid, None, [("assistant.message", {"i": i})] * 2)
+            out.extend(e.seq for e in stored)
+        return out
+
+    results = await asyncio.gather(*(writer(sid, 60) for sid in sessions for _ in range(3)))
+    for sid in sessions:
+        expected = list(range(1, 1 + 1 + 3 * 60 * 2))
+        assert await seqs_in_db(sessionmaker, sid) == expected
+        async with sessionmaker() as db:
+            row = await repo.get_session(db, sid)
+            assert row is not None and row.last_event_seq == expected[-1]
+    # One writer's appends keep their order.
+    assert all(r == sorted(r) and len(r) == 120 for r in results)
+
+
+async def test_a_failing_write_fails_alone_and_gives_its_seq_back(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await new_session(event_log, "ses_x")
+
+    async def boom(db: AsyncSession) -> None:
+        raise RuntimeError("state change refused")
+
+    ok1 = event_log.append("ses_x", None, [("assistant.message", {"n": 1})])
+    bad = event_log.append("ses_x", None, [("assistant.message", {"n": 2})], boom)
+    ok2 = event_log.append("ses_x", None, [("assistant.message", {"n": 3})])
+    results = await asyncio.gather(ok1, bad, ok2, return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    assert await seqs_in_db(sessionmaker, "ses_x") == [1, 2, 3]
+    async with sessionmaker() as db:
+        events = await repo.list_events(db, "ses_x", 0, 10)
+    assert [e.data.get("n") for e in events[1:]] == [1, 3]
+
+
+async def test_unknown_event_type_is_refused(event_log: EventLog) -> None:
+    with pytest.raises(ValueError, match="unknown event type"):
+        await event_log.append("ses_none", None, [("not.a.type", {})])
+
+
+async def test_published_events_are_already_committed(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await new_session(event_log, "ses_c1")
+    sub = event_log.broker.subscribe("ses_c1")
+    try:
+        await event_log.append("ses_c1", None, [("assistant.message", {"x": 1})])
+        event = await sub.get(2)
+        assert event is not None
+        assert event.seq in await seqs_in_db(sessionmaker, "ses_c1")
+    finally:
+        sub.unsubscribe()
+
+
+async def test_stuck_subscriber_does_not_block_and_catches_up(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await new_session(event_log, "ses_slow")
+    request = StreamRequest("ses_slow", after=0, follow=True)
+    stream = stream_events(sessionmaker, event_log.broker, request, wake_every=0.05)
+    first = await anext(stream)  # replay done, subscribed; now stop reading
+    assert first.seq == 1
+    # Queue size is 8: far more than that is published while the reader sleeps.
+    for i in range(200):
+        await event_log.append("ses_slow", None, [("assistant.message", {"i": i})])
+    received = [first.seq]
+    while received[-1] < 201:
+        received.append((await asyncio.wait_for(anext(stream), 5)).seq)
+    await stream.aclose()
+    assert received == list(range(1, 202))
+    assert event_log.broker.subscriber_count("ses_slow") == 0
