@@ -108,7 +108,9 @@ class RunLimitExceeded(Exception):
 class ProviderError(Exception):
     """The provider failed and retries are spent (or the error is not retryable)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, type_: str = "provider_error") -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, type_: str = "provider_error"
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.type = type_

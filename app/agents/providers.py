@@ -1,0 +1,57 @@
+"""Provider SDK clients (built once, with the SDK's own retries off) and the loops on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+
+from app.agents.base import AgentLoop, ProviderError
+from app.settings import Settings
+
+SUPPORTED_PROVIDERS = ("anthropic",)
+
+
+class LoopRegistry:
+    """provider name -> AgentLoop, sharing one async client per provider."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._clients: dict[str, Any] = {}
+
+    def supports(self, provider: str) -> bool:
+        return provider in SUPPORTED_PROVIDERS
+
+    def default_model(self, provider: str) -> str:
+        if provider == "openai":
+            return self._settings.default_openai_model
+        return self._settings.default_anthropic_model
+
+    def _anthropic(self) -> anthropic.AsyncAnthropic:
+        client = self._clients.get("anthropic")
+        if client is None:
+            if not self._settings.anthropic_api_key:
+                raise ProviderError(
+                    "ANTHROPIC_API_KEY is not set on the service", type_="configuration_error"
+                )
+            client = anthropic.AsyncAnthropic(
+                api_key=self._settings.anthropic_api_key,
+                base_url=self._settings.anthropic_base_url,
+                # Every retry is the service's own, visible as provider.retry.
+                max_retries=0,
+                timeout=self._settings.provider_timeout_s,
+            )
+            self._clients["anthropic"] = client
+        return client  # type: ignore[no-any-return]
+
+    def create(self, provider: str) -> AgentLoop:
+        if provider == "anthropic":
+            from app.agents.anthropic import AnthropicLoop
+
+            return AnthropicLoop(self._anthropic())
+        raise ProviderError(f"provider {provider!r} is not supported", type_="configuration_error")
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

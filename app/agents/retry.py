@@ -1,0 +1,115 @@
+"""The service's own retry policy for provider calls (SDK clients run with max_retries=0).
+
+Every retry is visible: the caller emits a `provider.retry` event before it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anthropic
+import openai
+
+from app.agents.base import ProviderError
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+_STATUS_ERRORS = (anthropic.APIStatusError, openai.APIStatusError)
+_TRANSIENT_ERRORS = (
+    anthropic.APIConnectionError,  # includes APITimeoutError
+    openai.APIConnectionError,
+    anthropic.APIResponseValidationError,  # a malformed reply
+    openai.APIResponseValidationError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 4
+    timeout_s: float = 300.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 20.0
+    retry_after_max_s: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.backoff_initial_s * (2 ** (attempt - 1)), self.backoff_max_s))
+
+
+def _retry_after(exc: BaseException, policy: RetryPolicy) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return min(float(value) / 1000.0, policy.retry_after_max_s)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        seconds = parsed.timestamp() - time.time() if parsed else 0.0
+    return max(0.0, min(seconds, policy.retry_after_max_s))
+
+
+def classify(exc: BaseException) -> tuple[bool, int | None, str]:
+    """(retryable, status code, message) of a provider exception."""
+    if isinstance(exc, _STATUS_ERRORS):
+        status = exc.status_code
+        return status in RETRYABLE_STATUS or status >= 500, status, _message(exc)
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return True, None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return False, None, f"{type(exc).__name__}: {exc}"
+
+
+def _message(exc: BaseException) -> str:
+    body: Any = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return f"{error.get('type', 'error')}: {error['message']}"
+    return str(exc)
+
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    on_retry: Callable[[dict[str, Any]], Awaitable[None]],
+) -> T:
+    """Await `call()` under the policy; raise ProviderError when retries are spent."""
+    attempt = 0
+    while True:
+        try:
+            return await asyncio.wait_for(call(), policy.timeout_s)
+        except (anthropic.APIError, openai.APIError, TimeoutError) as exc:
+            retryable, status, message = classify(exc)
+            if isinstance(exc, TimeoutError):
+                message = f"the provider did not answer within {policy.timeout_s:g} s"
+            attempt += 1
+            if not retryable or attempt > policy.max_retries:
+                raise ProviderError(message, status_code=status) from exc
+            wait = _retry_after(exc, policy)
+            if wait is None:
+                wait = policy.backoff(attempt)
+            await on_retry(
+                {
+                    "attempt": attempt,
+                    "status_code": status,
+                    "wait_s": round(wait, 3),
+                    "error": message,
+                }
+            )
+            await asyncio.sleep(wait)

@@ -1,0 +1,428 @@
+"""The runner: runs as supervised background tasks, with queueing, cancel, drain and resume.
+
+Each run is two tasks. The *inner* task is the provider loop; the *outer* task
+supervises it and is never cancelled: it waits for the loop, a cancel request,
+or the run's time limit, and then writes the run's terminal state and event in
+one transaction. Cancelling the inner task interrupts whatever it awaits (a
+model call, an action), so a cancel takes effect at once; the outer task then
+repairs the transcript and announces `run.cancelled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.agents.base import AgentLoop, ProviderError, RunConfig, RunLimitExceeded, RunOutcome
+from app.agents.computers import SessionComputers
+from app.agents.context import RunSuspended, ServiceRunContext
+from app.agents.retry import RetryPolicy
+from app.computers.base import ComputerError, Display
+from app.db import repositories as repo
+from app.db.models import RunRow, SessionRow, utcnow
+from app.events.log import EventLog
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LoopFactory = Callable[[str], AgentLoop]
+
+
+class RunConflict(Exception):
+    """The session cannot take a run now (one is active, or it is closed)."""
+
+
+@dataclass
+class _Active:
+    session_id: str
+    outer: asyncio.Task[None]
+    inner: asyncio.Task[RunOutcome] | None = None
+    cancel_reason: str | None = None
+
+
+def run_config(session: SessionRow, run: RunRow, settings: Settings) -> RunConfig:
+    options = session.options or {}
+    display = (session.computer or {}).get("display") or {}
+    return RunConfig(
+        session_id=session.id,
+        run_id=run.id,
+        provider=session.provider,
+        model=session.model,
+        system_prompt=session.system_prompt,
+        computer_type=(session.computer or {}).get("type", "browser"),
+        display=Display(
+            int(display.get("width", settings.default_display_width)),
+            int(display.get("height", settings.default_display_height)),
+        ),
+        max_steps=int(options.get("max_steps") or settings.default_max_steps),
+        image_retention=int(options.get("image_retention") or settings.default_image_retention),
+        thinking_budget=options.get("thinking_budget") or settings.default_thinking_budget,
+        tool_version=options.get("tool_version"),
+        prompt_caching=bool(
+            options["prompt_caching"]
+            if options.get("prompt_caching") is not None
+            else settings.default_prompt_caching
+        ),
+        max_tokens=settings.max_tokens,
+        safety=session.safety or {},
+    )
+
+
+class Runner:
+    """Owns every active run of this process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        log: EventLog,
+        computers: SessionComputers,
+        loops: LoopFactory,
+    ) -> None:
+        self._settings = settings
+        self._sessionmaker = sessionmaker
+        self._log = log
+        self._computers = computers
+        self._loops = loops
+        self._policy = RetryPolicy(
+            max_retries=settings.provider_max_retries,
+            timeout_s=settings.provider_timeout_s,
+            backoff_initial_s=settings.provider_backoff_initial_s,
+            backoff_max_s=settings.provider_backoff_max_s,
+            retry_after_max_s=settings.provider_retry_after_max_s,
+        )
+        self._active: dict[str, _Active] = {}
+        self._waiting: deque[tuple[str, str, bool]] = deque()
+        self.draining = False
+
+    # ---- starting runs ----------------------------------------------------------
+
+    async def create_run(self, session_id: str, user_input: str, run_id: str) -> RunRow:
+        """Insert a queued run (409 semantics via RunConflict) and schedule it."""
+
+        async def insert(db: AsyncSession) -> RunRow:
+            session = await db.get(SessionRow, session_id)
+            if session is None or session.status == "closed":
+                raise RunConflict("the session is closed")
+            if session.active_run_id is not None:
+                raise RunConflict(f"run {session.active_run_id} is still active")
+            run = RunRow(
+                id=run_id,
+                session_id=session_id,
+                status="queued",
+                input=user_input,
+                usage={},
+                turns=0,
+            )
+            db.add(run)
+            session.active_run_id = run_id
+            session.last_run_id = run_id
+            session.status = "running"
+            session.updated_at = utcnow()
+            return run
+
+        _, run = await self._log.transact(
+            session_id, run_id, [("run.queued", {"run_id": run_id, "input": user_input})], insert
+        )
+        self.schedule(session_id, run_id, resumed=False)
+        return run  # type: ignore[no-any-return]
+
+    def schedule(self, session_id: str, run_id: str, *, resumed: bool) -> None:
+        if run_id in self._active or any(r == run_id for _, r, _ in self._waiting):
+            return
+        self._waiting.append((session_id, run_id, resumed))
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        while (
+            self._waiting
+            and len(self._active) < self._settings.max_active_runs
+            and not self.draining
+        ):
+            session_id, run_id, resumed = self._waiting.popleft()
+            task = asyncio.create_task(
+                self._supervise(session_id, run_id, resumed), name=f"run-{run_id}"
+            )
+            self._active[run_id] = _Active(session_id, task)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # ---- cancelling ---------------------------------------------------------------
+
+    async def cancel(self, session_id: str, run_id: str, reason: str = "cancelled") -> None:
+        """Stop the run; returns once its terminal state is committed."""
+        active = self._active.get(run_id)
+        if active is not None:
+            active.cancel_reason = active.cancel_reason or reason
+            if active.inner is not None:
+                active.inner.cancel()
+            await asyncio.shield(active.outer)
+            return
+        # Queued (never started) or not in this process: end it directly.
+        self._waiting = deque(w for w in self._waiting if w[1] != run_id)
+        await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+
+    # ---- supervision ---------------------------------------------------------------
+
+    async def _supervise(self, session_id: str, run_id: str, resumed: bool) -> None:
+        active = self._active[run_id]
+        try:
+            await self._drive(active, session_id, run_id, resumed)
+        except Exception:
+            log.exception("run %s crashed in its supervisor", run_id)
+            try:
+                await self._finish(
+                    session_id,
+                    run_id,
+                    "failed",
+                    "error",
+                    None,
+                    {"type": "internal_error", "message": "the run stopped on an internal error"},
+                    None,
+                )
+            except Exception:
+                log.exception("could not record the failure of run %s", run_id)
+        finally:
+            self._active.pop(run_id, None)
+            self._start_waiting()
+
+    async def _drive(self, active: _Active, session_id: str, run_id: str, resumed: bool) -> None:
+        async with self._sessionmaker() as db:
+            session = await db.get(SessionRow, session_id)
+            run = await db.get(RunRow, run_id)
+        if session is None or run is None or run.status in repo.TERMINAL_RUN_STATUSES:
+            return
+        if active.cancel_reason is not None:
+            await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+            return
+        config = run_config(session, run, self._settings)
+        state: dict[str, Any] = dict(session.agent_state or {})
+        resumed = resumed or run.status != "queued"
+        try:
+            loop = self._loops(session.provider)
+            computer = await self._computers.acquire(session_id, session.computer, session.page_url)
+        except (ComputerError, ProviderError, ValueError) as exc:
+            await self._finish(
+                session_id,
+                run_id,
+                "failed",
+                "error",
+                None,
+                {
+                    "type": "computer_error"
+                    if isinstance(exc, ComputerError)
+                    else "configuration_error",
+                    "message": str(exc),
+                },
+                None,
+            )
+            return
+
+        started_at = run.started_at or utcnow()
+
+        async def mark_running(db: AsyncSession) -> None:
+            await repo.update_run(db, run_id, status="running", started_at=started_at)
+            await repo.update_session(db, session_id, status="running")
+
+        event = (
+            ("run.resumed", {"reason": "restart"})
+            if resumed
+            else ("run.started", {"input": run.input})
+        )
+        await self._log.append(session_id, run_id, [event], mark_running)
+
+        ctx = ServiceRunContext(
+            config,
+            computer,
+            self._log,
+            self._sessionmaker,
+            self._policy,
+            state,
+            lambda: self.draining,
+        )
+        user_input = None if resumed else run.input
+        active.inner = asyncio.create_task(ctx_run(loop, ctx, state, user_input, resumed))
+        if active.cancel_reason is not None:
+            active.inner.cancel()
+        elapsed = (utcnow() - _aware(started_at)).total_seconds()
+        remaining = max(0.0, self._settings.run_time_limit_s - elapsed)
+        done, _ = await asyncio.wait({active.inner}, timeout=remaining)
+        if not done:
+            active.cancel_reason = active.cancel_reason or "time_limit"
+            active.inner.cancel()
+            await asyncio.wait({active.inner})
+        await self._conclude(active, loop, ctx)
+
+    async def _conclude(self, active: _Active, loop: AgentLoop, ctx: ServiceRunContext) -> None:
+        inner = active.inner
+        assert inner is not None
+        session_id, run_id = ctx.config.session_id, ctx.config.run_id
+        reason = active.cancel_reason
+        if inner.cancelled() or reason is not None:
+            if reason == "shutdown":
+                return  # left `running` with its last checkpoint: resumed at the next start
+            note = (
+                "Interrupted: the run hit its time limit."
+                if reason == "time_limit"
+                else "Interrupted: the run was cancelled."
+            )
+            state = loop.repair(ctx.state, note)
+            if reason == "time_limit":
+                await self._finish(
+                    session_id,
+                    run_id,
+                    "failed",
+                    "time_limit",
+                    None,
+                    {"type": "time_limit", "message": "the run exceeded its time limit"},
+                    state,
+                )
+            else:
+                await self._finish(
+                    session_id,
+                    run_id,
+                    "cancelled",
+                    reason or "cancelled",
+                    None,
+                    None,
+                    state,
+                    ctx.last_action_executed,
+                )
+            return
+        exc = inner.exception()
+        if exc is None:
+            outcome = inner.result()
+            await self._finish(
+                session_id, run_id, "completed", outcome.stop_reason, outcome.output, None, None
+            )
+        elif isinstance(exc, RunSuspended):
+            return
+        elif isinstance(exc, RunLimitExceeded):
+            await self._finish(
+                session_id,
+                run_id,
+                "failed",
+                exc.stop_reason,
+                None,
+                {"type": exc.stop_reason, "message": str(exc)},
+                None,
+            )
+        elif isinstance(exc, ProviderError):
+            state = loop.repair(ctx.state, "Interrupted: the provider call failed.")
+            await self._finish(
+                session_id,
+                run_id,
+                "failed",
+                "error",
+                None,
+                {"type": exc.type, "message": str(exc), "status_code": exc.status_code},
+                state,
+            )
+        else:
+            log.error("run %s failed", run_id, exc_info=exc)
+            kind = "computer_error" if isinstance(exc, ComputerError) else "internal_error"
+            state = loop.repair(ctx.state, "Interrupted: the run failed.")
+            await self._finish(
+                session_id,
+                run_id,
+                "failed",
+                "error",
+                None,
+                {"type": kind, "message": str(exc) or type(exc).__name__},
+                state,
+            )
+
+    async def _finish(
+        self,
+        session_id: str,
+        run_id: str,
+        status: str,
+        stop_reason: str,
+        output: str | None,
+        error: dict[str, Any] | None,
+        state: dict[str, Any] | None,
+        last_action: dict[str, Any] | None = None,
+    ) -> None:
+        """Commit the terminal state and its event together (nothing if already ended)."""
+        now = utcnow()
+
+        async def apply(db: AsyncSession) -> dict[str, Any] | None:
+            run = await db.get(RunRow, run_id)
+            if run is None or run.status in repo.TERMINAL_RUN_STATUSES:
+                return None
+            run.status, run.stop_reason, run.output = status, stop_reason, output
+            run.error, run.ended_at = error, now
+            session = await db.get(SessionRow, session_id)
+            if session is not None:
+                if session.active_run_id == run_id:
+                    session.active_run_id = None
+                if session.status != "closed":
+                    session.status = "idle"
+                if state is not None:
+                    session.agent_state = state
+                session.updated_at = now
+            await repo.expire_pending_checks(db, run_id, now)
+            data: dict[str, Any] = {
+                "status": status,
+                "stop_reason": stop_reason,
+                "output": output,
+                "error": error,
+                "usage": dict(run.usage or {}),
+            }
+            if status == "cancelled":
+                data["last_action_executed"] = last_action
+            return data
+
+        def announce(data: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+            return [] if data is None else [(f"run.{status}", data)]
+
+        await self._log.transact(session_id, run_id, announce, apply)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def resume_unfinished(self) -> int:
+        """At start-up: schedule every run the last process left unfinished."""
+        async with self._sessionmaker() as db:
+            runs = await repo.list_unfinished_runs(db)
+        for run in runs:
+            self.schedule(run.session_id, run.id, resumed=run.status != "queued")
+        return len(runs)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop at step boundaries within `grace_s`, then interrupt; runs stay resumable."""
+        self.draining = True
+        self._waiting.clear()
+        outers = [a.outer for a in self._active.values()]
+        if outers:
+            await asyncio.wait(outers, timeout=grace_s)
+        for active in list(self._active.values()):
+            active.cancel_reason = "shutdown"
+            if active.inner is not None:
+                active.inner.cancel()
+        outers = [a.outer for a in self._active.values()]
+        if outers:
+            await asyncio.wait(outers, timeout=5)
+
+
+async def ctx_run(
+    loop: AgentLoop,
+    ctx: ServiceRunContext,
+    state: dict[str, Any],
+    user_input: str | None,
+    resumed: bool,
+) -> RunOutcome:
+    return await loop.run(ctx, state, user_input, resumed=resumed)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written as UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -1,0 +1,146 @@
+"""The event log over SSE (default) or as JSON pages."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.api import schemas
+from app.api.errors import Problem
+from app.db import repositories as repo
+from app.deps import ServicesDep, SessionOr404
+from app.events.sse import StreamRequest, stream_events
+from app.events.types import StoredEvent
+from app.lifespan import Services
+
+router = APIRouter(prefix="/v1/sessions/{sid}", tags=["events"])
+
+SSE_DESCRIPTION = (
+    "`text/event-stream` (the default): `retry:` first, then every stored event after the "
+    "cursor as `id: <seq>` / `event: <type>` / `data: <Event JSON>`, then live events; "
+    "`: ping` comments keep idle streams open. With `Accept: application/json` or "
+    "`?format=json`: one EventPage."
+)
+
+
+def _cursor(after: int | None, last_event_id: str | None) -> int:
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            value = int(last_event_id.strip())
+        except ValueError as exc:
+            raise Problem(
+                400,
+                "Last-Event-ID must be an event seq (an integer).",
+                errors=[{"field": "Last-Event-ID", "message": "not an integer"}],
+            ) from exc
+        if value < 0:
+            raise Problem(
+                400,
+                "Last-Event-ID must not be negative.",
+                errors=[{"field": "Last-Event-ID", "message": "negative"}],
+            )
+        return value
+    return after or 0
+
+
+def _wants_json(request: Request, format_: str | None) -> bool:
+    if format_ is not None:
+        return format_ == "json"
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+async def _inline_images(services: Services, session_id: str, event: StoredEvent) -> dict[str, Any]:
+    payload = event.to_json()
+    shot = payload["data"].get("screenshot") if isinstance(payload["data"], dict) else None
+    if isinstance(shot, dict) and shot.get("id"):
+        async with services.sessionmaker() as db:
+            row = await repo.get_screenshot(db, session_id, str(shot["id"]))
+        if row is not None:
+            encoded = base64.b64encode(row.data).decode()
+            payload["data"] = {
+                **payload["data"],
+                "screenshot": {**shot, "data_url": f"data:{row.media_type};base64,{encoded}"},
+            }
+    return payload
+
+
+async def _target_run(
+    services: Services, session_id: str, run_id: str | None, active_run_id: str | None
+) -> str | None:
+    if run_id is not None:
+        async with services.sessionmaker() as db:
+            if await repo.get_run(db, session_id, run_id) is None:
+                raise Problem(404, f"Run {run_id} not found.")
+        return run_id
+    if active_run_id is not None:
+        return active_run_id
+    async with services.sessionmaker() as db:
+        latest = await repo.latest_run(db, session_id)
+    return latest.id if latest is not None else None
+
+
+@router.get(
+    "/events",
+    response_model=schemas.EventPage,
+    responses={200: {"content": {"text/event-stream": {}}, "description": SSE_DESCRIPTION}},
+    summary="The session's event log: SSE, or a JSON page",
+)
+async def get_events(
+    request: Request,
+    session: SessionOr404,
+    services: ServicesDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    follow: bool = True,
+    until: Literal["run_end"] | None = None,
+    run_id: Annotated[str | None, Query(max_length=64)] = None,
+    format_: Annotated[Literal["json", "sse"] | None, Query(alias="format")] = None,
+    include_images: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000, description="JSON page size")] = 100,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+) -> Response:
+    cursor = _cursor(after, last_event_id)
+    session_id = session.id
+    if _wants_json(request, format_):
+        async with services.sessionmaker() as db:
+            rows = await repo.list_events(db, session_id, cursor, limit + 1)
+        page = rows[:limit]
+        data = [
+            await _inline_images(services, session_id, e) if include_images else e.to_json()
+            for e in page
+        ]
+        next_after = page[-1].seq if page else cursor
+        return JSONResponse({"data": data, "next_after": next_after, "has_more": len(rows) > limit})
+
+    target = None
+    if until == "run_end":
+        target = await _target_run(services, session_id, run_id, session.active_run_id)
+        if target is None:
+            follow = False  # nothing to wait for: replay and close
+    stream_request = StreamRequest(session_id, cursor, follow=follow, until_run=target)
+    settings = services.settings
+
+    async def body() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=settings.sse_retry_ms)
+        async for event in stream_events(services.sessionmaker, services.broker, stream_request):
+            payload = (
+                await _inline_images(services, session_id, event)
+                if include_images
+                else event.to_json()
+            )
+            yield ServerSentEvent(
+                data=json.dumps(payload, separators=(",", ":")), event=event.type, id=str(event.seq)
+            )
+
+    return EventSourceResponse(
+        body(),
+        ping=settings.sse_ping_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

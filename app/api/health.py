@@ -1,0 +1,43 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.api import schemas
+from app.db.engine import migrations_current
+from app.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=schemas.Health, summary="Liveness")
+async def healthz() -> schemas.Health:
+    return schemas.Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=schemas.Health,
+    responses={503: {"model": schemas.Health}},
+    summary="Readiness: database reachable and migrations applied",
+)
+async def readyz(services: ServicesDep) -> JSONResponse:
+    if services.shutting_down:
+        return JSONResponse({"status": "unavailable", "detail": "shutting down"}, status_code=503)
+    try:
+        async with services.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        current = await migrations_current(services.engine)
+    except Exception as exc:
+        return JSONResponse(
+            {"status": "unavailable", "detail": f"database unreachable: {type(exc).__name__}"},
+            status_code=503,
+        )
+    if not current:
+        return JSONResponse(
+            {"status": "unavailable", "detail": "migrations not applied"}, status_code=503
+        )
+    return JSONResponse({"status": "ok", "detail": None})

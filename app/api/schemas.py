@@ -1,0 +1,212 @@
+"""Request and response models: the wire contract openapi/openapi.json is generated from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, field_validator
+
+MAX_TEXT = 100_000
+ANTHROPIC_TOOL_VERSIONS = (
+    "computer_20241022",
+    "computer_20250124",
+    "computer_20251124",
+    "computer_toolset_20260801",
+)
+OPENAI_TOOL_VERSIONS = ("computer_use_preview", "computer")
+
+T = TypeVar("T")
+
+
+class _Strict(BaseModel):
+    # Unknown fields are rejected so typos do not pass silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DisplaySpec(_Strict):
+    width: int = Field(default=1280, ge=200, le=7680)
+    height: int = Field(default=800, ge=200, le=4320)
+
+
+class ComputerSpec(_Strict):
+    type: Literal["browser", "cdp", "kernel", "fake"] = "browser"
+    start_url: str | None = Field(default=None, max_length=8192)
+    display: DisplaySpec = Field(default_factory=DisplaySpec)
+    cdp_url: str | None = Field(default=None, max_length=8192)
+
+    @field_validator("start_url", "cdp_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        url = AnyUrl(value)
+        if url.scheme not in ("http", "https", "ws", "wss", "about", "file", "data"):
+            raise ValueError(f"unsupported URL scheme {url.scheme!r}")
+        return value
+
+
+class RunOptions(_Strict):
+    max_steps: int | None = Field(default=None, ge=1, le=1000)
+    image_retention: int | None = Field(default=None, ge=1, le=100)
+    thinking_budget: int | None = Field(default=None, ge=1024, le=128_000)
+    tool_version: str | None = None
+    prompt_caching: bool | None = None
+
+    @field_validator("tool_version")
+    @classmethod
+    def _tool_version(cls, value: str | None) -> str | None:
+        allowed = (*ANTHROPIC_TOOL_VERSIONS, *OPENAI_TOOL_VERSIONS)
+        if value is not None and value not in allowed:
+            raise ValueError(f"tool_version must be one of {', '.join(allowed)}")
+        return value
+
+
+class SafetyOptions(_Strict):
+    safety_check_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    allowed_domains: list[str] = Field(default_factory=list, max_length=200)
+    blocked_domains: list[str] = Field(default_factory=list, max_length=200)
+    require_ack_for: list[str] = Field(default_factory=list, max_length=20)
+
+
+class SessionCreate(_Strict):
+    provider: Literal["anthropic", "openai"]
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    task: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    system_prompt: str | None = Field(default=None, max_length=MAX_TEXT)
+    computer: ComputerSpec = Field(default_factory=ComputerSpec)
+    options: RunOptions = Field(default_factory=RunOptions)
+    safety: SafetyOptions = Field(default_factory=SafetyOptions)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
+
+
+class RunCreate(_Strict):
+    input: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class RejectBody(_Strict):
+    reason: str = Field(default="", max_length=10_000)
+
+
+class AcknowledgeBody(_Strict):
+    note: str | None = Field(default=None, max_length=10_000)
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class RunError(BaseModel):
+    type: str
+    message: str
+
+
+class LastRun(BaseModel):
+    id: str
+    status: str
+    stop_reason: str | None
+
+
+SessionStatus = Literal["idle", "running", "awaiting_safety_check", "closed"]
+RunStatus = Literal[
+    "queued", "running", "awaiting_safety_check", "completed", "failed", "cancelled"
+]
+
+
+class Session(BaseModel):
+    id: str
+    status: SessionStatus
+    provider: str
+    model: str
+    computer: dict[str, Any]
+    options: dict[str, Any]
+    safety: dict[str, Any]
+    metadata: dict[str, Any]
+    active_run_id: str | None
+    last_run: LastRun | None
+    last_event_seq: int
+    usage: Usage
+    created_at: datetime
+    updated_at: datetime
+
+
+class Run(BaseModel):
+    id: str
+    session_id: str
+    status: RunStatus
+    input: str
+    output: str | None
+    stop_reason: str | None
+    error: RunError | None
+    turns: int
+    usage: Usage
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class Turn(BaseModel):
+    id: str
+    run_id: str
+    index: int
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    actions: list[Any]
+    results: list[Any]
+    usage: Usage
+    latency_ms: int | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class Event(BaseModel):
+    seq: int
+    type: str
+    session_id: str
+    run_id: str | None
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class SafetyCheck(BaseModel):
+    id: str
+    provider_check_id: str | None
+    code: str
+    message: str
+    run_id: str
+    call_id: str
+    action: dict[str, Any] | None
+    status: Literal["pending", "acknowledged", "rejected", "expired"]
+    expires_at: datetime | None
+    decided_at: datetime | None
+    reason: str | None
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_after: str | None
+    has_more: bool
+
+
+class EventPage(BaseModel):
+    data: list[Event]
+    next_after: int
+    has_more: bool
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

@@ -1,0 +1,178 @@
+"""Sessions: create (optionally with run 1), list, read, close."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api import schemas
+from app.api.errors import Problem
+from app.api.views import session_view, sessions_view
+from app.db import repositories as repo
+from app.db.models import RunRow, SessionRow, utcnow
+from app.deps import AcceptingRuns, CurrentTenant, DbSession, ServicesDep, SessionOr404
+from app.ids import new_id
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(422, f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _check_create(body: schemas.SessionCreate, services: ServicesDep) -> None:
+    settings = services.settings
+    if not services.loops.supports(body.provider):
+        raise _invalid(
+            "provider", f"provider {body.provider!r} is not available on this service yet"
+        )
+    version = body.options.tool_version
+    if version is not None:
+        allowed = (
+            schemas.ANTHROPIC_TOOL_VERSIONS
+            if body.provider == "anthropic"
+            else schemas.OPENAI_TOOL_VERSIONS
+        )
+        if version not in allowed:
+            raise _invalid(
+                "options.tool_version", f"{version!r} is not a {body.provider} tool version"
+            )
+    kind = body.computer.type
+    if kind == "fake" and not settings.enable_fake_computer:
+        raise _invalid("computer.type", "the fake computer is disabled (ENABLE_FAKE_COMPUTER)")
+    if kind in ("cdp", "kernel"):
+        raise _invalid(
+            "computer.type", f"the {kind!r} computer is not available on this service yet"
+        )
+    if body.computer.cdp_url is not None and kind != "cdp":
+        raise _invalid("computer.cdp_url", "only a cdp computer takes cdp_url")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Session,
+    dependencies=[AcceptingRuns],
+    summary="Create a session; with `task` it also starts run 1",
+)
+async def create_session(
+    body: schemas.SessionCreate, tenant: CurrentTenant, services: ServicesDep
+) -> schemas.Session:
+    _check_create(body, services)
+    session_id = new_id("ses")
+    run_id = new_id("run") if body.task else None
+    computer = body.computer.model_dump(exclude_none=True)
+    options = body.options.model_dump(exclude_none=True)
+    safety = body.safety.model_dump(exclude_none=True)
+    model = body.model or services.loops.default_model(body.provider)
+
+    async def insert(db: AsyncSession) -> tuple[SessionRow, RunRow | None]:
+        now = utcnow()
+        session = SessionRow(
+            id=session_id,
+            tenant=tenant,
+            status="running" if run_id else "idle",
+            provider=body.provider,
+            model=model,
+            system_prompt=body.system_prompt,
+            computer=computer,
+            options=options,
+            safety=safety,
+            metadata_=body.metadata,
+            active_run_id=run_id,
+            last_run_id=run_id,
+            last_event_seq=0,
+            usage={},
+            agent_state={},
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(session)
+        run = None
+        if run_id is not None:
+            await db.flush()
+            run = RunRow(
+                id=run_id,
+                session_id=session_id,
+                status="queued",
+                input=body.task,
+                usage={},
+                turns=0,
+                created_at=now,
+            )
+            db.add(run)
+        return session, run
+
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "session.created",
+            {
+                "provider": body.provider,
+                "model": model,
+                "computer": computer,
+                "metadata": body.metadata,
+            },
+        ),
+    ]
+    if run_id is not None:
+        events.append(("run.queued", {"run_id": run_id, "input": body.task}))
+    stored, (session, run) = await services.log.transact(session_id, run_id, events, insert)
+    session.last_event_seq = stored[-1].seq
+    if run_id is not None:
+        services.runner.schedule(session_id, run_id, resumed=False)
+    return session_view(session, run)
+
+
+@router.get("", response_model=schemas.Page[schemas.Session], summary="List sessions, newest first")
+async def list_sessions(
+    tenant: CurrentTenant,
+    db: DbSession,
+    status_: Annotated[schemas.SessionStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> schemas.Page[schemas.Session]:
+    rows = await repo.list_sessions(db, tenant, status_, after, limit + 1)
+    page = rows[:limit]
+    return schemas.Page[schemas.Session](
+        data=await sessions_view(db, page),
+        next_after=page[-1].id if len(rows) > limit else None,
+        has_more=len(rows) > limit,
+    )
+
+
+@router.get("/{sid}", response_model=schemas.Session, summary="Get a session")
+async def get_session(session: SessionOr404, db: DbSession) -> schemas.Session:
+    return (await sessions_view(db, [session]))[0]
+
+
+@router.delete(
+    "/{sid}",
+    response_model=schemas.Session,
+    summary="Cancel the active run, release the computer, close the session",
+)
+async def close_session(
+    session: SessionOr404, services: ServicesDep, db: DbSession
+) -> schemas.Session:
+    session_id = session.id
+    if session.status != "closed":
+        if session.active_run_id is not None:
+            await services.runner.cancel(session_id, session.active_run_id)
+        await services.computers.release(session_id)
+
+        async def close(db_: AsyncSession) -> bool:
+            row = await db_.get(SessionRow, session_id)
+            if row is None or row.status == "closed":
+                return False
+            row.status = "closed"
+            row.updated_at = utcnow()
+            return True
+
+        await services.log.transact(
+            session_id, None, lambda changed: [("session.closed", {})] if changed else [], close
+        )
+    async with services.sessionmaker() as fresh:
+        row = await repo.get_session(fresh, session_id)
+        assert row is not None
+        return (await sessions_view(fresh, [row]))[0]

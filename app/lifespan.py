@@ -1,0 +1,75 @@
+"""Builds and tears down the service's parts, in order: engine, event log, computers,
+runner; then resumes the runs a previous process left unfinished."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.agents.computers import SessionComputers
+from app.agents.providers import LoopRegistry
+from app.agents.runner import Runner
+from app.computers import build_computer
+from app.computers.browser import BrowserPool
+from app.db.engine import create_engine, create_sessionmaker, migrate
+from app.events.broker import Broker
+from app.events.log import EventLog
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request needs, handed over through `app.state.services`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    broker: Broker
+    log: EventLog
+    computers: SessionComputers
+    runner: Runner
+    loops: LoopRegistry
+    browsers: BrowserPool
+    shutting_down: bool = field(default=False)
+
+
+def make_lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate(settings.database_url)
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        broker = Broker(settings.subscriber_queue_size)
+        event_log = EventLog(sessionmaker, broker, settings.event_batch_max)
+        event_log.start()
+        browsers = BrowserPool(settings)
+        computers = SessionComputers(lambda spec: build_computer(spec, settings, browsers))
+        loops = LoopRegistry(settings)
+        runner = Runner(settings, sessionmaker, event_log, computers, loops.create)
+        services = Services(
+            settings, engine, sessionmaker, broker, event_log, computers, runner, loops, browsers
+        )
+        app.state.services = services
+        resumed = await runner.resume_unfinished()
+        if resumed:
+            log.info("resuming %d unfinished run(s)", resumed)
+        try:
+            yield
+        finally:
+            services.shutting_down = True
+            await runner.shutdown(settings.shutdown_grace_s)
+            broker.close()
+            await computers.close_all()
+            await browsers.close()
+            await event_log.stop()
+            await loops.close()
+            await engine.dispose()
+
+    return lifespan  # type: ignore[return-value]
