@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ _TRANSIENT_ERRORS = (
     anthropic.APIResponseValidationError,  # a malformed reply
     openai.APIResponseValidationError,
     TimeoutError,
+    # The SDK raises a bare JSONDecodeError for a 200 whose body is not JSON.
+    json.JSONDecodeError,
 )
 
 
@@ -94,7 +97,7 @@ async def call_with_retries(
     while True:
         try:
             return await asyncio.wait_for(call(), policy.timeout_s)
-        except (anthropic.APIError, openai.APIError, TimeoutError) as exc:
+        except (anthropic.APIError, openai.APIError, TimeoutError, json.JSONDecodeError) as exc:
             retryable, status, message = classify(exc)
             if isinstance(exc, TimeoutError):
                 message = f"the provider did not answer within {policy.timeout_s:g} s"
