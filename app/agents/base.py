@@ -152,7 +152,8 @@ class AgentLoop(Protocol):
     async def run(
         self, ctx: RunContext, state: dict[str, Any], user_input: str | None, *, resumed: bool
     ) -> RunOutcome:
-        """Drive the model until it stops. `user_input` is None when resuming a run."""
+        """Drive the model until it stops. On resume (`resumed=True`) `user_input` is the
+        run's input again; the loop uses it only if its state does not show the run yet."""
         ...
 
     def repair(self, state: dict[str, Any], reason: str) -> dict[str, Any]:

@@ -249,8 +249,8 @@ class Runner:
             state,
             lambda: self.draining,
         )
-        user_input = None if resumed else run.input
-        active.inner = asyncio.create_task(ctx_run(loop, ctx, state, user_input, resumed))
+        # Passed on resume too: a crash before the loop's first checkpoint must not lose it.
+        active.inner = asyncio.create_task(ctx_run(loop, ctx, state, run.input, resumed))
         if active.cancel_reason is not None:
             active.inner.cancel()
         elapsed = (utcnow() - _aware(started_at)).total_seconds()

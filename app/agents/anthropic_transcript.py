@@ -1,0 +1,201 @@
+"""Pure functions over an Anthropic Messages transcript (no I/O).
+
+The transcript kept in the loop's state is a list of message params whose
+content is always a list of blocks, with screenshots *by reference*
+(`{"type": "image", "source": {"type": "screenshot_ref", "id": ...}}`) so the
+checkpointed state stays small. Before each request a copy is prepared:
+old images are dropped in chunks, cache breakpoints are added, and references
+are resolved to base64 (anthropic.py does that last step, it needs I/O).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+Block = dict[str, Any]
+Message = dict[str, Any]
+
+NOT_EXECUTED = "Not executed: an earlier computer action in this turn failed."
+INTERRUPTED = (
+    "Interrupted: the service restarted while this action was running; it may or may "
+    "not have taken effect. Here is a fresh screenshot."
+)
+IMAGE_PLACEHOLDER = "[older screenshot removed to save context]"
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def image_ref(shot_id: str) -> Block:
+    """An image block pointing at a stored screenshot (resolved before sending)."""
+    return {"type": "image", "source": {"type": "screenshot_ref", "id": shot_id}}
+
+
+def tool_result(
+    tool_use: Block, *, text: str | None, is_error: bool, shot_id: str | None = None
+) -> Block:
+    """The tool_result answering `tool_use`: text first (if any), then the screenshot."""
+    content: list[Block] = []
+    if text:
+        content.append({"type": "text", "text": text})
+    if shot_id:
+        content.append(image_ref(shot_id))
+    if not content:
+        # An empty content list is legal but tells the model nothing; say what happened.
+        content.append({"type": "text", "text": "Error" if is_error else "Done"})
+    block: Block = {
+        "type": "tool_result",
+        "tool_use_id": tool_use["id"],
+        "is_error": is_error,
+        "content": content,
+    }
+    if tool_use.get("toolset_name"):
+        # GA toolset results must name the toolset of the tool_use they answer.
+        block["toolset_name"] = tool_use["toolset_name"]
+    return block
+
+
+def unanswered_tool_uses(messages: list[Message]) -> list[Block]:
+    """tool_use blocks of the last assistant message that no tool_result answers yet, in order."""
+    last_assistant = next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "assistant"), None
+    )
+    if last_assistant is None:
+        return []
+    answered: set[str] = set()
+    for message in messages[last_assistant + 1 :]:
+        answered.update(
+            b["tool_use_id"] for b in message["content"] if b.get("type") == "tool_result"
+        )
+    return [
+        b
+        for b in messages[last_assistant]["content"]
+        if b.get("type") == "tool_use" and b["id"] not in answered
+    ]
+
+
+def add_tool_result(messages: list[Message], block: Block) -> None:
+    """Append `block` to the trailing user message (created if needed), after earlier
+    tool_results and before any text: the API wants tool_results first."""
+    if not messages or messages[-1]["role"] != "user":
+        messages.append({"role": "user", "content": []})
+    content = messages[-1]["content"]
+    at = next((i for i, b in enumerate(content) if b.get("type") != "tool_result"), len(content))
+    content.insert(at, block)
+
+
+def add_user_content(messages: list[Message], blocks: list[Block]) -> None:
+    """Add user content so roles keep alternating: into the trailing user message
+    (after its tool_result blocks) when there is one, else as a new user message."""
+    if messages and messages[-1]["role"] == "user":
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": "user", "content": list(blocks)})
+
+
+def add_assistant_content(messages: list[Message], blocks: list[Block]) -> None:
+    """Append a response. After pause_turn the trailing message is already the
+    assistant's and the new content continues it, so it is merged, not appended."""
+    if messages and messages[-1]["role"] == "assistant":
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": "assistant", "content": list(blocks)})
+
+
+def repair_messages(messages: list[Message], reason: str) -> list[Message]:
+    """A copy of `messages` where every unanswered tool_use gets an is_error `reason`."""
+    repaired = copy.deepcopy(messages)
+    for tool_use in unanswered_tool_uses(repaired):
+        add_tool_result(repaired, tool_result(tool_use, text=reason, is_error=True))
+    return repaired
+
+
+def _image_slots(messages: list[Message]) -> Iterator[tuple[list[Block], int]]:
+    """(container, index) of every image block, oldest first, including tool_result content."""
+    for message in messages:
+        if message["role"] != "user":
+            continue
+        for position, block in enumerate(message["content"]):
+            if block.get("type") == "image":
+                yield message["content"], position
+            elif block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+                inner = block["content"]
+                for i, item in enumerate(inner):
+                    if item.get("type") == "image":
+                        yield inner, i
+
+
+def count_images(messages: list[Message]) -> int:
+    return sum(1 for _ in _image_slots(messages))
+
+
+def retain_images(messages: list[Message], keep: int, chunk: int) -> list[Message]:
+    """A copy that keeps the `keep` most recent images, replacing older ones with a text
+    placeholder. Removal happens in multiples of `chunk` so that the request prefix
+    (and with it the prompt cache) stays unchanged for `chunk` turns at a time: between
+    `keep` and `keep + chunk - 1` images are sent."""
+    trimmed = copy.deepcopy(messages)
+    if keep <= 0:
+        return trimmed
+    excess = count_images(trimmed) - keep
+    to_remove = excess - excess % max(chunk, 1) if excess > 0 else 0
+    for container, index in list(_image_slots(trimmed))[:to_remove]:
+        container[index] = {"type": "text", "text": IMAGE_PLACEHOLDER}
+    return trimmed
+
+
+def add_cache_breakpoints(messages: list[Message], user_turns: int) -> list[Message]:
+    """A copy with a cache_control breakpoint on the last block of the last `user_turns`
+    user messages. With the system prompt's, that makes `user_turns + 1` in all: the
+    API accepts at most 4. The previous turn's breakpoint is where this turn's cache
+    read hits, the newest is where the next turn's will."""
+    marked = copy.deepcopy(messages)
+    left = user_turns
+    for message in reversed(marked):
+        if left <= 0:
+            break
+        if message["role"] == "user" and message["content"]:
+            message["content"][-1]["cache_control"] = dict(EPHEMERAL)
+            left -= 1
+    return marked
+
+
+def count_breakpoints(value: Any) -> int:
+    """How many cache_control markers `value` (a request or part of one) carries."""
+    if isinstance(value, dict):
+        return int("cache_control" in value) + sum(count_breakpoints(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(count_breakpoints(v) for v in value)
+    return 0
+
+
+def resolve_images(messages: list[Message], source_of: Callable[[str], Block]) -> list[Message]:
+    """A copy where every screenshot_ref image carries `source_of(id)`, a base64 source."""
+    resolved = copy.deepcopy(messages)
+    for container, index in _image_slots(resolved):
+        source = container[index]["source"]
+        if source.get("type") == "screenshot_ref":
+            container[index] = {**container[index], "source": source_of(source["id"])}
+    return resolved
+
+
+def screenshot_ids(messages: list[Message]) -> list[str]:
+    """Referenced screenshot ids in the order they appear."""
+    return [
+        container[index]["source"]["id"]
+        for container, index in _image_slots(messages)
+        if container[index]["source"].get("type") == "screenshot_ref"
+    ]
+
+
+def final_text(blocks: list[Block]) -> str:
+    """The text blocks of a response joined: the run's output."""
+    return "\n\n".join(b["text"] for b in blocks if b.get("type") == "text" and b.get("text"))
+
+
+def last_assistant_text(messages: list[Message]) -> str:
+    """The text of the newest assistant message ("" if there is none)."""
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            return final_text(message["content"])
+    return ""

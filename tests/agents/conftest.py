@@ -1,0 +1,165 @@
+"""Harness for provider-loop tests: an in-memory RunContext, a strict fake
+Anthropic server, and the real SDK client pointed at it.
+
+`MemoryContext` is not the thing under test: it keeps events, checkpoints,
+turns and screenshots in lists and dicts, and checks that every state and
+event the loop hands it is plain JSON (what the database would store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import anthropic
+import pytest
+
+from app.agents.base import Event, ProviderError, RunConfig, StoredShot, TurnRecord
+from app.computers.base import Action, ActionResult, Computer, Display, ShotImage
+from app.computers.fake import FakeComputer
+from tests.fakes.anthropic_server import FakeAnthropic
+
+T = TypeVar("T")
+
+
+def make_config(**overrides: Any) -> RunConfig:
+    config = RunConfig(
+        session_id="ses_test",
+        run_id="run_1",
+        provider="anthropic",
+        model="claude-sonnet-4-6",
+        system_prompt=None,
+        computer_type="browser",
+        display=Display(1280, 800),
+        max_steps=20,
+        image_retention=3,
+        thinking_budget=None,
+        tool_version=None,
+        prompt_caching=True,
+        max_tokens=4096,
+    )
+    return replace(config, **overrides)
+
+
+def _json(value: Any) -> Any:
+    """A JSON round trip: fails the test on anything the database could not store."""
+    return json.loads(json.dumps(value))
+
+
+class MemoryContext:
+    """RunContext in memory. `shots` may be shared with a later context (a "restart")."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        computer: Computer,
+        *,
+        shots: dict[str, ShotImage] | None = None,
+    ) -> None:
+        self.config = config
+        self.computer = computer
+        self.events: list[Event] = []
+        self.states: list[dict[str, Any]] = []
+        self.turn_writes: list[TurnRecord] = []
+        self.shots: dict[str, ShotImage] = shots if shots is not None else {}
+        self.loads = 0
+        self._appended = asyncio.Event()
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.states[-1]
+
+    @property
+    def turns(self) -> dict[int, TurnRecord]:
+        """The turns table: the last write of each index wins."""
+        return {turn.index: turn for turn in self.turn_writes}
+
+    def types(self) -> list[str]:
+        return [type_ for type_, _ in self.events]
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [data for kind, data in self.events if kind == type_]
+
+    async def wait_for(self, type_: str) -> dict[str, Any]:
+        """The first event of `type_`, once the loop has emitted it."""
+        while not self.of_type(type_):
+            self._appended.clear()
+            await self._appended.wait()
+        return self.of_type(type_)[0]
+
+    async def emit(self, type_: str, data: dict[str, Any]) -> int:
+        self.events.append((type_, _json(data)))
+        self._appended.set()
+        return len(self.events)
+
+    async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
+        self.states.append(_json(state))
+        self.events.extend((type_, _json(data)) for type_, data in events)
+        self._appended.set()
+
+    async def record_turn(self, turn: TurnRecord) -> None:
+        self.turn_writes.append(TurnRecord(**_json(turn.__dict__)))
+
+    async def store_screenshot(self, image: ShotImage, page_url: str | None) -> StoredShot:
+        shot_id = f"shot_{len(self.shots) + 1}"
+        self.shots[shot_id] = image
+        return StoredShot(
+            shot_id, self.config.session_id, image.width, image.height, image.media_type, page_url
+        )
+
+    async def load_screenshot(self, shot_id: str) -> ShotImage:
+        self.loads += 1
+        return self.shots[shot_id]
+
+    async def call_provider(self, call: Callable[[], Awaitable[T]]) -> T:
+        # No retries here; only the runner's contract that SDK errors become ProviderError.
+        try:
+            return await call()
+        except anthropic.APIStatusError as exc:
+            raise ProviderError(str(exc), status_code=exc.status_code) from exc
+
+
+class Crash(Exception):
+    """Stands for the process dying: nothing in the loop catches it."""
+
+
+class CrashingComputer(FakeComputer):
+    """A FakeComputer that "dies" while executing its `crash_at`-th action (1-based)."""
+
+    def __init__(self, display: Display, crash_at: int) -> None:
+        super().__init__(display, start_url="https://example.com/")
+        self.crash_at = crash_at
+
+    async def execute(self, action: Action) -> ActionResult:
+        if len(self.actions) + 1 == self.crash_at:
+            self.actions.append(action)
+            raise Crash(f"crashed while running {action.type}")
+        return await super().execute(action)
+
+
+@pytest.fixture(scope="module")
+def _strict_server() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(strict=True) as server:
+        yield server
+
+
+@pytest.fixture
+def fake(_strict_server: FakeAnthropic) -> FakeAnthropic:
+    """The strict fake: a request with no scripted reply left is a 500, so extra calls show."""
+    _strict_server.reset()
+    return _strict_server
+
+
+@pytest.fixture
+async def client(fake: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    sdk = anthropic.AsyncAnthropic(base_url=fake.base_url, api_key="test-key", max_retries=0)
+    yield sdk
+    await sdk.close()
+
+
+def bodies(fake: FakeAnthropic) -> list[dict[str, Any]]:
+    return [copy.deepcopy(request.body) for request in fake.requests]
