@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.api import events, health, runs, screenshots, sessions
-from app.api.errors import MAX_BODY_BYTES, install_error_handlers
+from app.api.errors import BodySizeLimit, install_error_handlers
 from app.lifespan import make_lifespan
 from app.settings import Settings, get_settings
 
@@ -24,9 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Durable computer-use agent sessions over REST and Server-Sent Events.",
         lifespan=make_lifespan(settings),
         generate_unique_id_function=_operation_id,
-        max_body_size=MAX_BODY_BYTES,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
     for module in (health, sessions, runs, events, screenshots):
         app.include_router(module.router)
     return app
