@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     database_url: str = Field(
-        default_factory=lambda: f"sqlite+aiosqlite:///{Path('data').absolute() / 'agent_sessions.db'}",
+        default_factory=lambda: (
+            f"sqlite+aiosqlite:///{Path('data').absolute() / 'agent_sessions.db'}"
+        ),
         description="SQLAlchemy async URL; SQLite file under ./data by default.",
     )
     api_keys: str = Field(default="", description="key1:tenantA,key2:tenantB; empty disables auth.")
@@ -50,7 +52,9 @@ class Settings(BaseSettings):
     default_display_height: int = 800
     max_tokens: int = 4096
 
-    run_time_limit_s: float = Field(default=3600.0, gt=0, description="Wall-clock limit of one run.")
+    run_time_limit_s: float = Field(
+        default=3600.0, gt=0, description="Wall-clock limit of one run."
+    )
     max_active_runs: int = Field(default=16, ge=1)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     sse_retry_ms: int = 2000

@@ -130,6 +130,26 @@ class Display:
     width: int
     height: int
 
+    def contains(self, x: int, y: int) -> bool:
+        """Whether (x, y) is a pixel of this display."""
+        return 0 <= x < self.width and 0 <= y < self.height
+
+    def check_point(self, x: int, y: int) -> None:
+        """Raise ComputerError (shown to the model) for a point off the screen."""
+        if not self.contains(x, y):
+            raise ComputerError(
+                f"Coordinate ({x}, {y}) is outside the {self.width}x{self.height} screen"
+            )
+
+    def check_region(self, region: tuple[int, int, int, int]) -> None:
+        """Raise ComputerError unless region (x0, y0, x1, y1) is a non-empty area on screen."""
+        x0, y0, x1, y1 = region
+        if not (0 <= x0 < x1 <= self.width and 0 <= y0 < y1 <= self.height):
+            raise ComputerError(
+                f"Region {list(region)} must satisfy 0 <= x0 < x1 <= {self.width} "
+                f"and 0 <= y0 < y1 <= {self.height}"
+            )
+
 
 @dataclass(frozen=True)
 class ShotImage:
