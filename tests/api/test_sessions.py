@@ -51,7 +51,9 @@ async def test_create_get_and_close_a_session(service: Service) -> None:
 async def test_list_sessions_paginates_newest_first(service: Service) -> None:
     ids = []
     for _ in range(5):
-        r = await service.client.post("/v1/sessions", json={"provider": "anthropic", "computer": FAKE})
+        r = await service.client.post(
+            "/v1/sessions", json={"provider": "anthropic", "computer": FAKE}
+        )
         ids.append(r.json()["id"])
     seen: list[str] = []
     after = None
@@ -92,19 +94,20 @@ async def test_bad_input_gets_problem_json_naming_the_field(service: Service) ->
         "task",
     )
     malformed = await c.post(
-        "/v1/sessions", content=b'{"provider": "anthropic",', headers={"content-type": "application/json"}
+        "/v1/sessions",
+        content=b'{"provider": "anthropic",',
+        headers={"content-type": "application/json"},
     )
     assert_problem(malformed, 400)
     huge = await c.post(
-        "/v1/sessions", content=b'{"provider": "' + b"a" * (2 * 1024 * 1024) + b'"}',
+        "/v1/sessions",
+        content=b'{"provider": "' + b"a" * (2 * 1024 * 1024) + b'"}',
         headers={"content-type": "application/json"},
     )
     assert_problem(huge, 413)
     assert_problem(await c.get("/v1/sessions/ses_missing"), 404)
     assert_problem(await c.get("/v1/sessions", params={"limit": 1000}), 422, "limit")
-    assert_problem(
-        await c.get("/v1/sessions/ses_x/events", headers={"Last-Event-ID": "abc"}), 404
-    )
+    assert_problem(await c.get("/v1/sessions/ses_x/events", headers={"Last-Event-ID": "abc"}), 404)
     # Nothing above was persisted.
     assert (await c.get("/v1/sessions")).json()["data"] == []
 
@@ -117,7 +120,9 @@ async def test_tenants_are_isolated(clean_db: str, anthropic_fake: FakeAnthropic
         assert_problem(await c.get("/v1/sessions", headers={"Authorization": "Bearer wrong"}), 401)
         a = {"Authorization": "Bearer ka"}
         b = {"Authorization": "Bearer kb"}
-        created = await c.post("/v1/sessions", json={"provider": "anthropic", "computer": FAKE}, headers=a)
+        created = await c.post(
+            "/v1/sessions", json={"provider": "anthropic", "computer": FAKE}, headers=a
+        )
         sid = created.json()["id"]
         assert (await c.get(f"/v1/sessions/{sid}", headers=a)).status_code == 200
         for method, path in [
