@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
@@ -40,7 +40,7 @@ class Services:
     shutting_down: bool = field(default=False)
 
 
-def make_lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]]:
+def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(settings.database_url)
@@ -49,7 +49,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]
         broker = Broker(settings.subscriber_queue_size)
         event_log = EventLog(sessionmaker, broker, settings.event_batch_max)
         event_log.start()
-        browsers = BrowserPool(settings)
+        browsers = BrowserPool.from_settings(settings)
         computers = SessionComputers(lambda spec: build_computer(spec, settings, browsers))
         loops = LoopRegistry(settings)
         runner = Runner(settings, sessionmaker, event_log, computers, loops.create)
@@ -72,4 +72,4 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AsyncIterator[None]
             await loops.close()
             await engine.dispose()
 
-    return lifespan  # type: ignore[return-value]
+    return lifespan

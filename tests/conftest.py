@@ -117,7 +117,11 @@ class ServiceServer:
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
             timeout_graceful_shutdown=3,
         )
         self.server = uvicorn.Server(config)

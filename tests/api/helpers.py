@@ -27,7 +27,11 @@ async def read_stream(
 
     async def consume() -> None:
         async with aconnect_sse(
-            client, "GET", f"/v1/sessions/{session_id}/events", params=params, headers=dict(headers or {})
+            client,
+            "GET",
+            f"/v1/sessions/{session_id}/events",
+            params=params,
+            headers=dict(headers or {}),
         ) as source:
             assert source.response.headers["content-type"].startswith("text/event-stream")
             async for sse in source.aiter_sse():

@@ -34,9 +34,22 @@ async def event_log(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIter
 
 async def new_session(log: EventLog, session_id: str) -> None:
     async def insert(db: AsyncSession) -> None:
-        db.add(SessionRow(id=session_id, tenant="t", status="idle", provider="anthropic",
-                          model="m", computer={}, options={}, safety={}, metadata_={},
-                          usage={}, agent_state={}, last_event_seq=0))
+        db.add(
+            SessionRow(
+                id=session_id,
+                tenant="t",
+                status="idle",
+                provider="anthropic",
+                model="m",
+                computer={},
+                options={},
+                safety={},
+                metadata_={},
+                usage={},
+                agent_state={},
+                last_event_seq=0,
+            )
+        )
 
     await log.append(session_id, None, [("session.created", {})], insert)
 
