@@ -320,3 +320,50 @@ async def test_json_page_mode_and_follow_false(
     )
     rest = await read_stream(service.client, session["id"], params={"after": 2, "follow": "false"})
     assert rest[0]["seq"] == 3 and rest[-1]["type"] == "run.completed"
+
+
+async def test_max_steps_ends_the_run(service: Service, strict_fake: FakeAnthropic) -> None:
+    strict_fake.enqueue(
+        *[tool_use_message(computer_call("mouse_move", coordinate=[i, i])) for i in range(2)]
+    )
+    session = await create_session(service.client, task="loop", options={"max_steps": 2})
+    events = await read_stream(service.client, session["id"], params={"until": "run_end"})
+    end = events[-1]
+    assert end["type"] == "run.failed" and end["data"]["stop_reason"] == "max_steps"
+    assert len(strict_fake.requests) == 2
+    # Stopped at a step boundary: every call answered, so a follow-up run is valid.
+    strict_fake.enqueue(text_message("ok"))
+    follow = await service.client.post(
+        f"/v1/sessions/{session['id']}/runs", json={"input": "stop now"}
+    )
+    assert (await wait_for_run(service.client, session["id"], follow.json()["id"]))[
+        "status"
+    ] == "completed"
+    assert strict_fake.script_errors == []
+
+
+async def test_the_run_time_limit_is_enforced(clean_db: str, strict_fake: FakeAnthropic) -> None:
+    async with ServiceServer(
+        make_settings(clean_db, strict_fake.base_url, run_time_limit_s=0.5)
+    ) as svc:
+        strict_fake.enqueue(text_message("too late"), delay=30)
+        session = await create_session(svc.client, task="slow")
+        run = await wait_for_run(svc.client, session["id"], session["active_run_id"], within=5)
+        assert run["status"] == "failed" and run["stop_reason"] == "time_limit"
+        assert run["error"]["type"] == "time_limit"
+
+
+async def test_closing_a_session_cancels_its_run(
+    service: Service, strict_fake: FakeAnthropic
+) -> None:
+    strict_fake.enqueue(text_message("never"), delay=30)
+    session = await create_session(service.client, task="long")
+    await strict_fake.wait_for_requests(1)
+    closed = await service.client.delete(f"/v1/sessions/{session['id']}")
+    assert closed.status_code == 200
+    body = closed.json()
+    assert body["status"] == "closed" and body["active_run_id"] is None
+    assert body["last_run"]["status"] == "cancelled"
+    assert service.services.computers.get(session["id"]) is None
+    events = await read_stream(service.client, session["id"], params={"follow": "false"})
+    assert types(events)[-2:] == ["run.cancelled", "session.closed"]
