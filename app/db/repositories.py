@@ -37,10 +37,12 @@ async def insert_events(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> Non
     await db.execute(insert(EventRow), list(rows))
 
 
-async def set_last_event_seq(db: AsyncSession, session_id: str, seq: int) -> None:
-    await db.execute(
-        update(SessionRow).where(SessionRow.id == session_id).values(last_event_seq=seq)
-    )
+async def set_last_event_seqs(db: AsyncSession, seqs: dict[str, int]) -> None:
+    """One executemany for every session a batch touched (bulk UPDATE by primary key)."""
+    if seqs:
+        await db.execute(
+            update(SessionRow), [{"id": sid, "last_event_seq": seq} for sid, seq in seqs.items()]
+        )
 
 
 async def list_events(

@@ -171,8 +171,7 @@ class EventLog:
                 results.append((stored, applied))
             if rows:
                 await repo.insert_events(db, rows)
-            for session_id in touched:
-                await repo.set_last_event_seq(db, session_id, seqs[session_id])
+            await repo.set_last_event_seqs(db, {sid: seqs[sid] for sid in touched})
         # Committed: only now do the numbers become real and readers hear of them.
         self._last_seq.update({sid: seqs[sid] for sid in touched})
         for write, result in zip(batch, results, strict=True):
