@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api import events, health, runs, screenshots, sessions
+from app.api import events, health, runs, safety_checks, screenshots, sessions
 from app.api.errors import BodySizeLimit, install_error_handlers
 from app.lifespan import make_lifespan
 from app.settings import Settings, get_settings
@@ -27,6 +27,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    for module in (health, sessions, runs, events, screenshots):
+    for module in (health, sessions, runs, events, safety_checks, screenshots):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ State layout (JSON, what `ctx.checkpoint` stores):
     next_turn     0-based index of this run's next model call (= turns taken)
     stop_reason   stop_reason of the last response
     in_flight     {call_id, turn, action} while an action executes, else None
+    awaiting      the call_id whose safety checks wait for a human, else None
     current_turn  the TurnRecord fields of a turn whose tool calls are not all
                   answered yet (re-recorded with its results when they are)
     last_shot     the newest screenshot (StoredShot.to_event()) or None
@@ -45,6 +46,7 @@ def new_state() -> dict[str, Any]:
         "next_turn": 0,
         "stop_reason": None,
         "in_flight": None,
+        "awaiting": None,
         "current_turn": None,
         "last_shot": None,
         "continued": False,
@@ -90,5 +92,6 @@ class AnthropicLoop:
         repaired = {**new_state(), **copy.deepcopy(state)}
         repaired["messages"] = tx.repair_messages(repaired["messages"], reason)
         repaired["in_flight"] = None
+        repaired["awaiting"] = None
         repaired["current_turn"] = None
         return repaired

@@ -32,6 +32,7 @@ from app.agents.base import (
     Event,
     ProviderError,
     RunContext,
+    RunHalted,
     RunLimitExceeded,
     RunOutcome,
     StoredShot,
@@ -183,13 +184,14 @@ class AnthropicRun:
             await self._checkpoint([("tool.call", call), *events])
             return False
         call["action"] = action_to_json(action)
+        announced = await self._clear_with_human(tool_use, call)
         turn = self.state["current_turn"]
         self.state["in_flight"] = {
             "call_id": tool_use["id"],
             "turn": turn["index"] if turn else None,
             "action": call["action"],
         }
-        await self._checkpoint([("tool.call", call)])
+        await self._checkpoint([] if announced else [("tool.call", call)])
 
         started = time.monotonic()
         output: str | None = None
@@ -215,6 +217,34 @@ class AnthropicRun:
         )
         await self._checkpoint(events)
         return error is None
+
+    async def _clear_with_human(self, tool_use: tx.Block, call: dict[str, Any]) -> bool:
+        """Wait for a human when the session's policy flags this call; True when the
+        tool.call event was already announced. A rejection or a timeout answers the
+        call (and its later siblings) without running it and halts the run."""
+        call_id = tool_use["id"]
+        resuming = self.state.get("awaiting") == call_id
+        checks = await self.ctx.policy_checks(call["action"])
+        if not checks and not resuming:
+            return False
+        if not resuming:
+            self.state["awaiting"] = call_id
+            await self._checkpoint([("tool.call", call)])
+        decision = await self.ctx.await_safety(
+            call_id, call["action"], checks, copy.deepcopy(self.state)
+        )
+        self.state["awaiting"] = None
+        if decision.approved:
+            return True
+        if decision.stop_reason == "safety_check_rejected":
+            text = f"Rejected by a human: {decision.reason}"
+        else:
+            text = "Not executed: the safety check expired without a human's decision."
+        events = self._answer(tool_use, call, text=text, is_error=True, executed=False)
+        await self._checkpoint(events)
+        rest = tx.unanswered_tool_uses(self.state["messages"])
+        await self._skip(rest, tx.NOT_EXECUTED)
+        raise RunHalted(decision.stop_reason or "safety_check_rejected", text)
 
     async def _settle_interrupted(self) -> None:
         """After a restart: the in-flight action may or may not have run. Never run it

@@ -119,6 +119,37 @@ class ProviderError(Exception):
 Event = tuple[str, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class CheckRequest:
+    """One check that must be acknowledged before a tool call runs: a provider's
+    pending safety check (with its id) or one of the service's policy checks."""
+
+    code: str
+    message: str
+    provider_check_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SafetyDecision:
+    """The human's answer to every check of one tool call."""
+
+    approved: bool
+    # The acknowledged checks, as the provider must receive them back.
+    acknowledged: tuple[CheckRequest, ...] = ()
+    # When not approved: safety_check_rejected or safety_check_timeout.
+    stop_reason: StopReason | None = None
+    reason: str | None = None
+
+
+class RunHalted(Exception):
+    """Raised by a loop to end the run `cancelled` with `stop_reason` (a rejected or
+    expired safety check). The loop has checkpointed a state valid for a follow-up run."""
+
+    def __init__(self, stop_reason: StopReason, message: str) -> None:
+        super().__init__(message)
+        self.stop_reason = stop_reason
+
+
 class RunContext(Protocol):
     """What the runner hands a loop. Every method commits before it returns."""
 
@@ -143,6 +174,28 @@ class RunContext(Protocol):
 
     async def call_provider(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run one provider request with the service's retry policy (provider.retry events)."""
+        ...
+
+    async def policy_checks(self, action: dict[str, Any]) -> list[CheckRequest]:
+        """The service's own checks (SPEC.md policy checks) that `action` (a normalized
+        action as JSON) raises on the computer's current page; [] when it may run."""
+        ...
+
+    async def await_safety(
+        self,
+        call_id: str,
+        action: dict[str, Any] | None,
+        checks: Sequence[CheckRequest],
+        state: dict[str, Any],
+    ) -> SafetyDecision:
+        """Block the tool call `call_id` until a human decides every check.
+
+        Persists the checks (once per call: calling again after a restart finds them),
+        the loop's `state` (which must show that the call waits), and the events
+        `safety_check.pending` and `run.awaiting_safety_check`, in one transaction;
+        then waits without holding anything a restart would lose. Returns when every
+        check is acknowledged (approved), one is rejected, or they expire.
+        """
         ...
 
 

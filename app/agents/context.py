@@ -3,18 +3,30 @@ screenshots and provider calls, each committed through the event log."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.agents.base import Event, RunConfig, StoredShot, TurnRecord
+from app.agents.base import (
+    CheckRequest,
+    Event,
+    RunConfig,
+    SafetyDecision,
+    StoredShot,
+    TurnRecord,
+)
 from app.agents.retry import RetryPolicy, call_with_retries
+from app.agents.safety import SafetyGate, check_event_data
+from app.agents.safety import policy_checks as evaluate_policy
 from app.computers.base import Computer, ShotImage
 from app.db import repositories as repo
-from app.db.models import RunRow, TurnRow, utcnow
+from app.db.models import RunRow, SafetyCheckRow, SessionRow, TurnRow, utcnow
 from app.events.log import EventLog
+from app.ids import new_id
 
 T = TypeVar("T")
 _SHOT_CACHE = 8
@@ -37,6 +49,8 @@ class ServiceRunContext:
         policy: RetryPolicy,
         state: dict[str, Any],
         should_suspend: Callable[[], bool],
+        gate: SafetyGate,
+        safety_timeout_s: float,
     ) -> None:
         self.config = config
         self.computer = computer
@@ -46,6 +60,8 @@ class ServiceRunContext:
         self._sessionmaker = sessionmaker
         self._policy = policy
         self._should_suspend = should_suspend
+        self._gate = gate
+        self._safety_timeout_s = safety_timeout_s
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
 
@@ -148,3 +164,124 @@ class ServiceRunContext:
             await self.emit("provider.retry", data)
 
         return await call_with_retries(call, self._policy, on_retry)
+
+    # ---- safety checks ---------------------------------------------------------
+
+    async def policy_checks(self, action: dict[str, Any]) -> list[CheckRequest]:
+        safety = self.config.safety
+        if not any(
+            safety.get(k) for k in ("require_ack_for", "allowed_domains", "blocked_domains")
+        ):
+            return []
+        return evaluate_policy(safety, action, await self.computer.current_url())
+
+    async def await_safety(
+        self,
+        call_id: str,
+        action: dict[str, Any] | None,
+        checks: Sequence[CheckRequest],
+        state: dict[str, Any],
+    ) -> SafetyDecision:
+        config = self.config
+        run_id, session_id = config.run_id, config.session_id
+        timeout = float(config.safety.get("safety_check_timeout_s") or self._safety_timeout_s)
+
+        async def persist(db: AsyncSession) -> list[Event]:
+            rows = await repo.safety_checks_for_call(db, run_id, call_id)
+            events: list[Event] = []
+            if not rows:  # first time; after a restart the rows are already there
+                expires_at = utcnow() + timedelta(seconds=timeout)
+                rows = [
+                    SafetyCheckRow(
+                        id=new_id("sc"),
+                        session_id=session_id,
+                        run_id=run_id,
+                        provider_check_id=check.provider_check_id,
+                        code=check.code,
+                        message=check.message,
+                        call_id=call_id,
+                        action=action,
+                        status="pending",
+                        expires_at=expires_at,
+                    )
+                    for check in checks
+                ]
+                db.add_all(rows)
+                events += [("safety_check.pending", check_event_data(row)) for row in rows]
+            pending = [row for row in rows if row.status == "pending"]
+            if pending:
+                await repo.update_run(db, run_id, status="awaiting_safety_check")
+                await repo.update_session(db, session_id, status="awaiting_safety_check")
+                events.append(
+                    (
+                        "run.awaiting_safety_check",
+                        {
+                            "call_id": call_id,
+                            "check_ids": [row.id for row in pending],
+                            "expires_at": check_event_data(pending[0])["expires_at"],
+                        },
+                    )
+                )
+            await repo.update_session(db, session_id, agent_state=state)
+            return events
+
+        await self._log.transact(session_id, run_id, lambda events: events, persist)
+        self.state = state
+        return await self._wait_for_decision(call_id)
+
+    async def _wait_for_decision(self, call_id: str) -> SafetyDecision:
+        run_id = self.config.run_id
+        wake = self._gate.event(run_id)
+        while True:
+            wake.clear()  # before reading: a decision committed after this read still wakes us
+            async with self._sessionmaker() as db:
+                rows = await repo.safety_checks_for_call(db, run_id, call_id)
+            rejected = [r for r in rows if r.status == "rejected"]
+            if rejected:
+                return SafetyDecision(
+                    False, stop_reason="safety_check_rejected", reason=rejected[0].reason or ""
+                )
+            if any(r.status == "expired" for r in rows):
+                return SafetyDecision(False, stop_reason="safety_check_timeout", reason="timed out")
+            pending = [r for r in rows if r.status == "pending"]
+            if not pending:
+                await self._resume_after_decision(call_id)
+                return SafetyDecision(
+                    True,
+                    acknowledged=tuple(
+                        CheckRequest(r.code, r.message, r.provider_check_id) for r in rows
+                    ),
+                )
+            expires_at = min(r.expires_at for r in pending if r.expires_at is not None)
+            remaining = (expires_at - utcnow()).total_seconds()
+            if remaining <= 0:
+                await self._expire(call_id)
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def _expire(self, call_id: str) -> None:
+        run_id = self.config.run_id
+
+        async def expire(db: AsyncSession) -> list[Event]:
+            rows = await repo.expire_pending_checks(db, run_id, utcnow(), call_id)
+            return [("safety_check.expired", check_event_data(row)) for row in rows]
+
+        await self._log.transact(self.config.session_id, run_id, lambda events: events, expire)
+
+    async def _resume_after_decision(self, call_id: str) -> None:
+        run_id, session_id = self.config.run_id, self.config.session_id
+
+        async def resume(db: AsyncSession) -> list[Event]:
+            run = await db.get(RunRow, run_id)
+            if run is None or run.status != "awaiting_safety_check":
+                return []
+            run.status = "running"
+            session = await db.get(SessionRow, session_id)
+            if session is not None and session.status == "awaiting_safety_check":
+                session.status = "running"
+            return [("run.resumed", {"reason": "safety_check_acknowledged", "call_id": call_id})]
+
+        await self._log.transact(session_id, run_id, lambda events: events, resume)

@@ -20,10 +20,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.agents.base import AgentLoop, ProviderError, RunConfig, RunLimitExceeded, RunOutcome
+from app.agents.base import (
+    AgentLoop,
+    ProviderError,
+    RunConfig,
+    RunHalted,
+    RunLimitExceeded,
+    RunOutcome,
+)
 from app.agents.computers import SessionComputers
 from app.agents.context import RunSuspended, ServiceRunContext
 from app.agents.retry import RetryPolicy
+from app.agents.safety import SafetyGate, check_event_data
 from app.computers.base import ComputerError, Display
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
@@ -101,6 +109,7 @@ class Runner:
         self._active: dict[str, _Active] = {}
         self._waiting: deque[tuple[str, str, bool]] = deque()
         self.draining = False
+        self.safety_gate = SafetyGate()
 
     # ---- starting runs ----------------------------------------------------------
 
@@ -193,6 +202,7 @@ class Runner:
                 log.exception("could not record the failure of run %s", run_id)
         finally:
             self._active.pop(run_id, None)
+            self.safety_gate.forget(run_id)
             self._start_waiting()
 
     async def _drive(self, active: _Active, session_id: str, run_id: str, resumed: bool) -> None:
@@ -248,6 +258,8 @@ class Runner:
             self._policy,
             state,
             lambda: self.draining,
+            self.safety_gate,
+            self._settings.default_safety_check_timeout_s,
         )
         # Passed on resume too: a crash before the loop's first checkpoint must not lose it.
         active.inner = asyncio.create_task(ctx_run(loop, ctx, state, run.input, resumed))
@@ -306,6 +318,18 @@ class Runner:
             )
         elif isinstance(exc, RunSuspended):
             return
+        elif isinstance(exc, RunHalted):
+            # A rejected or expired safety check: the loop left a valid transcript.
+            await self._finish(
+                session_id,
+                run_id,
+                "cancelled",
+                exc.stop_reason,
+                None,
+                None,
+                ctx.state,
+                ctx.last_action_executed,
+            )
         elif isinstance(exc, RunLimitExceeded):
             await self._finish(
                 session_id,
@@ -370,7 +394,7 @@ class Runner:
                 if state is not None:
                     session.agent_state = state
                 session.updated_at = now
-            await repo.expire_pending_checks(db, run_id, now)
+            expired = await repo.expire_pending_checks(db, run_id, now)
             data: dict[str, Any] = {
                 "status": status,
                 "stop_reason": stop_reason,
@@ -380,10 +404,14 @@ class Runner:
             }
             if status == "cancelled":
                 data["last_action_executed"] = last_action
-            return data
+            return {"run": data, "expired": [check_event_data(row) for row in expired]}
 
-        def announce(data: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
-            return [] if data is None else [(f"run.{status}", data)]
+        def announce(found: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+            if found is None:
+                return []
+            # A run's still-pending checks expire with it, announced before its end.
+            events = [("safety_check.expired", check) for check in found["expired"]]
+            return [*events, (f"run.{status}", found["run"])]
 
         await self._log.transact(session_id, run_id, announce, apply)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.agents.safety import ACTION_TYPES
+from app.events.schemas import Event, Usage
 
 MAX_TEXT = 100_000
 ANTHROPIC_TOOL_VERSIONS = (
@@ -62,11 +65,28 @@ class RunOptions(_Strict):
         return value
 
 
+DOMAIN = r"^\.?([a-zA-Z0-9-]{1,63}\.)*[a-zA-Z0-9-]{1,63}$"
+
+
 class SafetyOptions(_Strict):
     safety_check_timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
-    allowed_domains: list[str] = Field(default_factory=list, max_length=200)
-    blocked_domains: list[str] = Field(default_factory=list, max_length=200)
+    allowed_domains: list[Annotated[str, StringConstraints(pattern=DOMAIN, max_length=253)]] = (
+        Field(default_factory=list, max_length=200)
+    )
+    blocked_domains: list[Annotated[str, StringConstraints(pattern=DOMAIN, max_length=253)]] = (
+        Field(default_factory=list, max_length=200)
+    )
     require_ack_for: list[str] = Field(default_factory=list, max_length=20)
+
+    @field_validator("require_ack_for")
+    @classmethod
+    def _action_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - ACTION_TYPES)
+        if unknown:
+            raise ValueError(
+                f"unknown action type(s) {', '.join(unknown)}; use {', '.join(sorted(ACTION_TYPES))}"
+            )
+        return value
 
 
 class SessionCreate(_Strict):
@@ -85,18 +105,11 @@ class RunCreate(_Strict):
 
 
 class RejectBody(_Strict):
-    reason: str = Field(default="", max_length=10_000)
+    reason: str = Field(min_length=1, max_length=10_000)
 
 
 class AcknowledgeBody(_Strict):
     note: str | None = Field(default=None, max_length=10_000)
-
-
-class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
 
 
 class RunError(BaseModel):
@@ -162,15 +175,6 @@ class Turn(BaseModel):
     ended_at: datetime | None
 
 
-class Event(BaseModel):
-    seq: int
-    type: str
-    session_id: str
-    run_id: str | None
-    created_at: datetime
-    data: dict[str, Any]
-
-
 class SafetyCheck(BaseModel):
     id: str
     provider_check_id: str | None
@@ -192,6 +196,8 @@ class Page(BaseModel, Generic[T]):
 
 
 class EventPage(BaseModel):
+    """A page of the event log: events with seq > the cursor, in order."""
+
     data: list[Event]
     next_after: int
     has_more: bool

@@ -243,18 +243,36 @@ async def list_safety_checks(
     return list(await db.scalars(stmt.order_by(SafetyCheckRow.id).limit(limit)))
 
 
-async def expire_pending_checks(db: AsyncSession, run_id: str, now: datetime) -> list[str]:
-    ids = list(
-        await db.scalars(
-            select(SafetyCheckRow.id).where(
-                SafetyCheckRow.run_id == run_id, SafetyCheckRow.status == "pending"
-            )
+async def safety_checks_for_call(
+    db: AsyncSession, run_id: str, call_id: str
+) -> list[SafetyCheckRow]:
+    stmt = select(SafetyCheckRow).where(
+        SafetyCheckRow.run_id == run_id, SafetyCheckRow.call_id == call_id
+    )
+    return list(await db.scalars(stmt.order_by(SafetyCheckRow.id)))
+
+
+async def get_safety_check(
+    db: AsyncSession, session_id: str, check_id: str
+) -> SafetyCheckRow | None:
+    return await db.scalar(
+        select(SafetyCheckRow).where(
+            SafetyCheckRow.id == check_id, SafetyCheckRow.session_id == session_id
         )
     )
-    if ids:
-        await db.execute(
-            update(SafetyCheckRow)
-            .where(SafetyCheckRow.id.in_(ids))
-            .values(status="expired", decided_at=now)
-        )
-    return ids
+
+
+async def expire_pending_checks(
+    db: AsyncSession, run_id: str, now: datetime, call_id: str | None = None
+) -> list[SafetyCheckRow]:
+    """Mark the run's (or one call's) pending checks expired; return them."""
+    stmt = select(SafetyCheckRow).where(
+        SafetyCheckRow.run_id == run_id, SafetyCheckRow.status == "pending"
+    )
+    if call_id is not None:
+        stmt = stmt.where(SafetyCheckRow.call_id == call_id)
+    rows = list(await db.scalars(stmt))
+    for row in rows:
+        row.status = "expired"
+        row.decided_at = now
+    return rows
