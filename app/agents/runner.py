@@ -219,7 +219,12 @@ class Runner:
         resumed = resumed or run.status != "queued"
         try:
             loop = self._loops(session.provider)
-            computer = await self._computers.acquire(session_id, session.computer, session.page_url)
+            # The browser itself stops navigations to the session's blocked domains.
+            spec = {
+                **session.computer,
+                "blocked_domains": (session.safety or {}).get("blocked_domains", []),
+            }
+            computer = await self._computers.acquire(session_id, spec, session.page_url)
         except (ComputerError, ProviderError, ValueError) as exc:
             await self._finish(
                 session_id,

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from app.agents.base import CheckRequest
+from app.computers.domains import domain_matches, host_of
 
 # Actions that change nothing on the page raise no domain check.
 PASSIVE_ACTIONS = frozenset({"screenshot", "wait", "cursor_position", "zoom"})
@@ -35,24 +34,6 @@ ACTION_TYPES = frozenset(
         "cursor_position",
     }
 )
-
-
-def host_of(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return (urlsplit(url).hostname or "").lower() or None
-    except ValueError:
-        return None
-
-
-def domain_matches(host: str, domains: Sequence[str]) -> bool:
-    """`host` is one of `domains` or a subdomain of one (example.com covers a.example.com)."""
-    for domain in domains:
-        domain = domain.lower().strip().lstrip(".")
-        if domain and (host == domain or host.endswith("." + domain)):
-            return True
-    return False
 
 
 def policy_checks(

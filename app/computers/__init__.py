@@ -48,7 +48,8 @@ def build_computer(spec: dict[str, Any], settings: Settings, pool: BrowserPool |
     if kind == "browser":
         if pool is None:
             raise ComputerError("browser computers need a BrowserPool")
-        return BrowserComputer(pool, display, start_url=start_url)
+        blocked = spec.get("blocked_domains") or ()
+        return BrowserComputer(pool, display, start_url=start_url, blocked_domains=blocked)
     if kind == "fake":
         if not settings.enable_fake_computer:
             raise ComputerError("The fake computer is disabled (set ENABLE_FAKE_COMPUTER=true)")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
-from playwright.async_api import BrowserContext, Page
+from playwright.async_api import BrowserContext, Page, Route
 from playwright.async_api import Error as PlaywrightError
 
 from app.computers import browser_input as pw_input
@@ -36,6 +37,7 @@ from app.computers.base import (
 )
 from app.computers.browser_pool import BrowserPool, playwright_message
 from app.computers.browser_tab import BrowserTab
+from app.computers.domains import domain_matches, host_of
 
 __all__ = ["BrowserComputer", "BrowserPool"]
 
@@ -56,11 +58,13 @@ class BrowserComputer:
         display: Display,
         *,
         start_url: str | None = None,
+        blocked_domains: Sequence[str] = (),
         settle_timeout_s: float = 5.0,
         action_timeout_s: float = 30.0,
     ) -> None:
         self.display = display
         self.start_url = start_url
+        self.blocked_domains = tuple(blocked_domains)
         self.settle_timeout_s = settle_timeout_s
         self.action_timeout_s = action_timeout_s
         self._pool = pool
@@ -84,6 +88,9 @@ class BrowserComputer:
         self._context = context
         context.set_default_timeout(self.action_timeout_s * 1000)
         context.on("page", self._on_page)
+        if self.blocked_domains:
+            # Only then: routing every request through Python has a cost.
+            await context.route("**/*", self._stop_blocked_navigation)
         try:
             tab = self._adopt(await context.new_page())
             if self.start_url:
@@ -94,6 +101,17 @@ class BrowserComputer:
             raise ComputerError(
                 f"Could not open {self.start_url or 'a page'}: {playwright_message(exc)}"
             ) from exc
+
+    async def _stop_blocked_navigation(self, route: Route) -> None:
+        """Abort navigations to a blocked domain (the session's policy); let the rest through."""
+        request = route.request
+        host = host_of(request.url)
+        if request.is_navigation_request() and host and domain_matches(host, self.blocked_domains):
+            # A 204 answer makes the browser stay on the current page (an abort would
+            # replace it with an error page).
+            await route.fulfill(status=204)
+        else:
+            await route.continue_()
 
     def _on_page(self, page: Page) -> None:
         if not self._closed:

@@ -24,6 +24,7 @@ from app.computers.base import (
     Move,
     Scroll,
     Type,
+    Wait,
     Zoom,
 )
 from app.computers.browser import BrowserComputer, BrowserPool
@@ -256,3 +257,28 @@ async def test_unreachable_start_url_fails_cleanly(browser_pool: BrowserPool) ->
     with pytest.raises(ComputerError, match=re.escape("Could not open http://127.0.0.1:9/")):
         await computer.start()
     assert len(browser_pool.contexts) == before
+
+
+async def test_navigation_to_a_blocked_domain_is_stopped(
+    browser_pool: BrowserPool, probe_server: str
+) -> None:
+    port = probe_server.rsplit(":", 1)[1]
+    computer = BrowserComputer(
+        browser_pool, DISPLAY, start_url=f"{probe_server}/probe.html", blocked_domains=["localhost"]
+    )
+    await computer.start()
+    try:
+        # A link to the same (allowed) host still works.
+        x, y = await center_of(computer, "nav")
+        await computer.execute(Click(x=x, y=y))
+        assert await computer.current_url() == f"{probe_server}/slow.html?ms=400"
+        # The page sends itself to a blocked host (and a subdomain of it): both stopped.
+        for target in (
+            f"http://localhost:{port}/probe.html",
+            f"http://a.localhost:{port}/probe.html",
+        ):
+            await computer.page.evaluate(f"location.href = {target!r}")
+            await computer.execute(Wait(seconds=0.3))
+            assert await computer.current_url() == f"{probe_server}/slow.html?ms=400"
+    finally:
+        await computer.close()
