@@ -56,8 +56,11 @@ class BackgroundServer:
         return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> None:
-        # Bind here so the port is known before the server thread runs.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Bind here so the port is known before the server thread runs. The explicit
+        # IPPROTO_TCP matters: accepted sockets inherit the listener's proto, and asyncio only
+        # turns Nagle off (TCP_NODELAY) on sockets whose proto says TCP. Without it every reply
+        # (headers, then body) stalls ~40 ms on the client's delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
