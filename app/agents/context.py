@@ -65,6 +65,10 @@ class ServiceRunContext:
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
 
+    def seed(self, events: Sequence[Event]) -> None:
+        """Learn the actions a previous process ran in this run (for last_action_executed)."""
+        self._observe(events)
+
     def _observe(self, events: Sequence[Event]) -> None:
         for type_, data in events:
             if type_ == "tool.call":

@@ -41,6 +41,12 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 LoopFactory = Callable[[str], AgentLoop]
+USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
 
 
 class RunConflict(Exception):
@@ -266,6 +272,12 @@ class Runner:
             self.safety_gate,
             self._settings.default_safety_check_timeout_s,
         )
+        if resumed:
+            async with self._sessionmaker() as db:
+                earlier = await repo.list_run_events(
+                    db, session_id, run_id, ("tool.call", "tool.result")
+                )
+            ctx.seed([(e.type, e.data) for e in earlier])
         # Passed on resume too: a crash before the loop's first checkpoint must not lose it.
         active.inner = asyncio.create_task(ctx_run(loop, ctx, state, run.input, resumed))
         if active.cancel_reason is not None:
@@ -405,7 +417,7 @@ class Runner:
                 "stop_reason": stop_reason,
                 "output": output,
                 "error": error,
-                "usage": dict(run.usage or {}),
+                "usage": {key: int((run.usage or {}).get(key, 0)) for key in USAGE_KEYS},
             }
             if status == "cancelled":
                 data["last_action_executed"] = last_action

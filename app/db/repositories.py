@@ -64,6 +64,28 @@ async def list_events(
     return [StoredEvent(*row) for row in rows]
 
 
+async def list_run_events(
+    db: AsyncSession, session_id: str, run_id: str, types: Sequence[str]
+) -> list[StoredEvent]:
+    rows = await db.execute(
+        select(
+            EventRow.session_id,
+            EventRow.seq,
+            EventRow.run_id,
+            EventRow.type,
+            EventRow.data,
+            EventRow.created_at,
+        )
+        .where(
+            EventRow.session_id == session_id,
+            EventRow.run_id == run_id,
+            EventRow.type.in_(list(types)),
+        )
+        .order_by(EventRow.seq)
+    )
+    return [StoredEvent(*row) for row in rows]
+
+
 async def terminal_event_seq(db: AsyncSession, session_id: str, run_id: str) -> int | None:
     return await db.scalar(
         select(EventRow.seq).where(

@@ -367,3 +367,26 @@ async def test_closing_a_session_cancels_its_run(
     assert service.services.computers.get(session["id"]) is None
     events = await read_stream(service.client, session["id"], params={"follow": "false"})
     assert types(events)[-2:] == ["run.cancelled", "session.closed"]
+
+
+async def test_last_action_executed_survives_a_restart(
+    clean_db: str, strict_fake: FakeAnthropic
+) -> None:
+    settings = make_settings(clean_db, strict_fake.base_url)
+    click = computer_call("left_click", coordinate=[4, 4])
+    async with ServiceServer(settings) as first:
+        strict_fake.enqueue(tool_use_message(click))
+        strict_fake.enqueue(text_message("never"), delay=30)
+        session = await create_session(first.client, task="click then think")
+        sid = session["id"]
+        await strict_fake.wait_for_requests(2)  # the click ran; the second model call hangs
+    strict_fake.enqueue(text_message("never either"), delay=30)
+    async with ServiceServer(settings) as second:
+        await wait_for_event(second.client, sid, "run.resumed")
+        await strict_fake.wait_for_requests(3)
+        cancelled = await second.client.post(f"/v1/sessions/{sid}/cancel")
+        assert cancelled.status_code == 202
+        events = await read_stream(second.client, sid, params={"follow": "false"})
+        end = events[-1]
+        assert end["type"] == "run.cancelled"
+        assert end["data"]["last_action_executed"]["call_id"] == click["id"]
