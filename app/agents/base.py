@@ -109,11 +109,18 @@ class ProviderError(Exception):
     """The provider failed and retries are spent (or the error is not retryable)."""
 
     def __init__(
-        self, message: str, *, status_code: int | None = None, type_: str = "provider_error"
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        type_: str = "provider_error",
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.type = type_
+        # The provider's machine-readable error code (OpenAI's `code`), when it sent one.
+        self.code = code
 
 
 Event = tuple[str, dict[str, Any]]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import openai
 
 from app.agents.base import AgentLoop, ProviderError
 from app.settings import Settings
 
-SUPPORTED_PROVIDERS = ("anthropic",)
+SUPPORTED_PROVIDERS = ("anthropic", "openai")
 
 
 class LoopRegistry:
@@ -44,11 +45,31 @@ class LoopRegistry:
             self._clients["anthropic"] = client
         return client  # type: ignore[no-any-return]
 
+    def _openai(self) -> openai.AsyncOpenAI:
+        client = self._clients.get("openai")
+        if client is None:
+            if not self._settings.openai_api_key:
+                raise ProviderError(
+                    "OPENAI_API_KEY is not set on the service", type_="configuration_error"
+                )
+            client = openai.AsyncOpenAI(
+                api_key=self._settings.openai_api_key,
+                base_url=self._settings.openai_base_url,
+                max_retries=0,
+                timeout=self._settings.provider_timeout_s,
+            )
+            self._clients["openai"] = client
+        return client  # type: ignore[no-any-return]
+
     def create(self, provider: str) -> AgentLoop:
         if provider == "anthropic":
             from app.agents.anthropic import AnthropicLoop
 
             return AnthropicLoop(self._anthropic())
+        if provider == "openai":
+            from app.agents.openai import OpenAILoop
+
+            return OpenAILoop(self._openai())
         raise ProviderError(f"provider {provider!r} is not supported", type_="configuration_error")
 
     async def close(self) -> None:

@@ -78,6 +78,18 @@ def classify(exc: BaseException) -> tuple[bool, int | None, str]:
     return False, None, f"{type(exc).__name__}: {exc}"
 
 
+def error_code(exc: BaseException) -> str | None:
+    """OpenAI's `code` (the SDK lifts it onto the exception), else Anthropic's error type."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str):
+        return code
+    body: Any = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        value = body["error"].get("type")
+        return value if isinstance(value, str) else None
+    return None
+
+
 def _message(exc: BaseException) -> str:
     body: Any = getattr(exc, "body", None)
     if isinstance(body, dict):
@@ -103,7 +115,7 @@ async def call_with_retries(
                 message = f"the provider did not answer within {policy.timeout_s:g} s"
             attempt += 1
             if not retryable or attempt > policy.max_retries:
-                raise ProviderError(message, status_code=status) from exc
+                raise ProviderError(message, status_code=status, code=error_code(exc)) from exc
             wait = _retry_after(exc, policy)
             if wait is None:
                 wait = policy.backoff(attempt)

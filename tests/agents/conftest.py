@@ -1,5 +1,5 @@
-"""Harness for provider-loop tests: an in-memory RunContext, a strict fake
-Anthropic server, and the real SDK client pointed at it.
+"""Harness for provider-loop tests: an in-memory RunContext, strict fake
+Anthropic and OpenAI servers, and the real SDK clients pointed at them.
 
 `MemoryContext` is not the thing under test: it keeps events, checkpoints,
 turns and screenshots in lists and dicts, and checks that every state and
@@ -9,19 +9,32 @@ event the loop hands it is plain JSON (what the database would store).
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anthropic
+import openai
 import pytest
 
-from app.agents.base import Event, ProviderError, RunConfig, StoredShot, TurnRecord
+from app.agents.base import (
+    CheckRequest,
+    Event,
+    ProviderError,
+    RunConfig,
+    SafetyDecision,
+    StoredShot,
+    TurnRecord,
+)
+from app.agents.retry import error_code
 from app.computers.base import Action, ActionResult, Computer, Display, ShotImage
 from app.computers.fake import FakeComputer
+from app.computers.scaling import png_size
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
 
 T = TypeVar("T")
 
@@ -68,6 +81,12 @@ class MemoryContext:
         self.shots: dict[str, ShotImage] = shots if shots is not None else {}
         self.loads = 0
         self._appended = asyncio.Event()
+        # Safety: `policy` is what policy_checks returns for every action; each
+        # await_safety pops the next scripted decision (None: wait until cancelled).
+        self.policy: list[CheckRequest] = []
+        self.policy_seen: list[dict[str, Any]] = []
+        self.decisions: list[SafetyDecision | None] = []
+        self.safety_calls: list[SafetyCall] = []
 
     @property
     def state(self) -> dict[str, Any]:
@@ -119,8 +138,52 @@ class MemoryContext:
         # No retries here; only the runner's contract that SDK errors become ProviderError.
         try:
             return await call()
-        except anthropic.APIStatusError as exc:
-            raise ProviderError(str(exc), status_code=exc.status_code) from exc
+        except (anthropic.APIStatusError, openai.APIStatusError) as exc:
+            raise ProviderError(
+                str(exc), status_code=exc.status_code, code=error_code(exc)
+            ) from exc
+
+    async def policy_checks(self, action: dict[str, Any]) -> list[CheckRequest]:
+        self.policy_seen.append(_json(action))
+        return list(self.policy)
+
+    async def await_safety(
+        self,
+        call_id: str,
+        action: dict[str, Any] | None,
+        checks: Sequence[CheckRequest],
+        state: dict[str, Any],
+    ) -> SafetyDecision:
+        """Like the service's: persist the state (and the pending events the first time a
+        call waits), then answer with the next scripted decision."""
+        first = all(call.call_id != call_id for call in self.safety_calls)
+        self.safety_calls.append(SafetyCall(call_id, _json(action), list(checks), _json(state)))
+        self.states.append(_json(state))
+        if first:
+            self.events.extend(
+                ("safety_check.pending", {"call_id": call_id, "code": c.code}) for c in checks
+            )
+            self.events.append(("run.awaiting_safety_check", {"call_id": call_id}))
+        self._appended.set()
+        assert self.decisions, f"unexpected await_safety for {call_id}"
+        decision = self.decisions.pop(0)
+        if decision is None:
+            await asyncio.Event().wait()  # a human who never answers: cancel the run
+            raise AssertionError("unreachable")
+        if decision.approved and not decision.acknowledged:
+            # The service acknowledges every check of the call at once.
+            decision = replace(decision, acknowledged=tuple(checks))
+        return decision
+
+
+@dataclass(frozen=True)
+class SafetyCall:
+    """One await_safety call as the loop made it."""
+
+    call_id: str
+    action: dict[str, Any] | None
+    checks: list[CheckRequest]
+    state: dict[str, Any]
 
 
 class Crash(Exception):
@@ -163,3 +226,40 @@ async def client(fake: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]
 
 def bodies(fake: FakeAnthropic) -> list[dict[str, Any]]:
     return [copy.deepcopy(request.body) for request in fake.requests]
+
+
+@pytest.fixture(scope="module")
+def _strict_openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(strict=True) as server:
+        yield server
+
+
+@pytest.fixture
+def openai_fake(_strict_openai_server: FakeOpenAI) -> FakeOpenAI:
+    """The strict fake Responses API: an unscripted request is a 500, a request the real
+    API would reject is rejected the same way."""
+    _strict_openai_server.reset()
+    return _strict_openai_server
+
+
+@pytest.fixture
+async def openai_client(openai_fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+    sdk = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="test-key", max_retries=0)
+    yield sdk
+    await sdk.close()
+
+
+def openai_config(**overrides: Any) -> RunConfig:
+    """make_config for an OpenAI session (GA model unless `model` says otherwise)."""
+    return make_config(**{"provider": "openai", "model": "gpt-5.4", **overrides})
+
+
+def openai_bodies(fake: FakeOpenAI) -> list[dict[str, Any]]:
+    return [copy.deepcopy(request.body) for request in fake.requests]
+
+
+def data_url_size(url: str) -> tuple[int, int]:
+    """(width, height) of a base64 PNG data URL."""
+    header, data = url.split(",", 1)
+    assert header == "data:image/png;base64"
+    return png_size(base64.b64decode(data))
