@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -56,16 +58,41 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn  # imported here so `migrate` does not pay for it
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
+    from app.main import create_app
+
+    app = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn drains HTTP connections before the lifespan shutdown runs; the
+        service must stop taking runs (503) and let runs stop at their next step
+        boundary from the moment the signal arrives, not after that drain."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            services = getattr(app.state, "services", None)
+            if services is not None:
+                services.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
-        # One process per database in v1: the runner and the event broker live in it.
-        workers=1,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + SHUTDOWN_SLACK_S,
     )
+    # After its graceful shutdown uvicorn re-raises the SIGTERM to the handler that was
+    # there before it; Python's default would then kill the process (exit 143) although
+    # the drain succeeded. With this no-op one a drained stop exits 0, as supervisors expect.
+    previous = signal.signal(signal.SIGTERM, _ignore_signal)
+    try:
+        # One process per database in v1: the runner and the event broker live in it.
+        DrainingServer(config).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    pass
 
 
 def _migrate(settings: Settings) -> int:

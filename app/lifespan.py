@@ -39,6 +39,11 @@ class Services:
     browsers: BrowserPool
     shutting_down: bool = field(default=False)
 
+    def begin_shutdown(self) -> None:
+        """From the shutdown signal on: new runs get 503, runs stop at a step boundary."""
+        self.shutting_down = True
+        self.runner.draining = True
+
 
 def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
@@ -63,7 +68,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         try:
             yield
         finally:
-            services.shutting_down = True
+            services.begin_shutdown()
             await runner.shutdown(settings.shutdown_grace_s)
             broker.close()
             await computers.close_all()

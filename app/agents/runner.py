@@ -35,7 +35,7 @@ from app.agents.safety import SafetyGate, check_event_data
 from app.computers.base import ComputerError, Display
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
-from app.events.log import EventLog
+from app.events.log import EventLog, WriteRefused
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ USAGE_KEYS = (
 )
 
 
-class RunConflict(Exception):
+class RunConflict(WriteRefused):
     """The session cannot take a run now (one is active, or it is closed)."""
 
 
@@ -252,7 +252,9 @@ class Runner:
 
         async def mark_running(db: AsyncSession) -> None:
             await repo.update_run(db, run_id, status="running", started_at=started_at)
-            await repo.update_session(db, session_id, status="running")
+            row = await db.get(SessionRow, session_id)
+            if row is not None and row.status != "closed":  # a closed session stays closed
+                row.status, row.updated_at = "running", utcnow()
 
         event = (
             ("run.resumed", {"reason": "restart"})

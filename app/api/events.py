@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -24,9 +25,28 @@ router = APIRouter(prefix="/v1/sessions/{sid}", tags=["events"])
 SSE_DESCRIPTION = (
     "`text/event-stream` (the default): `retry:` first, then every stored event after the "
     "cursor as `id: <seq>` / `event: <type>` / `data: <Event JSON>`, then live events; "
-    "`: ping` comments keep idle streams open. With `Accept: application/json` or "
-    "`?format=json`: one EventPage."
+    "`: ping` comments keep idle streams open. Each `data:` line is one `Event` (see the "
+    "`Event` schema: a union discriminated by `type`, one `data` shape per type). With "
+    "`Accept: application/json` or `?format=json`: one EventPage."
 )
+# How long a stream may take to end by itself once the server shuts down, before
+# sse-starlette cuts it: more than stream_events' idle wake-up (1 s), and well under
+# uvicorn's own graceful-shutdown timeout (SHUTDOWN_GRACE_S + 5 s).
+STREAM_CLOSE_S = 2.0
+# One SSE message, in the form FastAPI documents its own SSE routes (OpenAPI 3.2 itemSchema).
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The event's seq"},
+        "event": {"type": "string", "description": "The event's type"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Event"},
+        },
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 
 
 def _cursor(after: int | None, last_event_id: str | None) -> int:
@@ -89,7 +109,12 @@ async def _target_run(
 @router.get(
     "/events",
     response_model=schemas.EventPage,
-    responses={200: {"content": {"text/event-stream": {}}, "description": SSE_DESCRIPTION}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
+            "description": SSE_DESCRIPTION,
+        }
+    },
     summary="The session's event log: SSE, or a JSON page",
 )
 async def get_events(
@@ -125,10 +150,16 @@ async def get_events(
             follow = False  # nothing to wait for: replay and close
     stream_request = StreamRequest(session_id, cursor, follow=follow, until_run=target)
     settings = services.settings
+    # Set by sse-starlette when the server starts shutting down. The stream then ends
+    # with a proper last chunk; cut off mid-response instead, clients see an error
+    # ("incomplete chunked read", curl exit 18) and uvicorn logs one per open stream.
+    shutting_down = anyio.Event()
 
     async def body() -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent(retry=settings.sse_retry_ms)
-        async for event in stream_events(services.sessionmaker, services.broker, stream_request):
+        async for event in stream_events(
+            services.sessionmaker, services.broker, stream_request, stop=shutting_down.is_set
+        ):
             payload = (
                 await _inline_images(services, session_id, event)
                 if include_images
@@ -143,4 +174,6 @@ async def get_events(
         ping=settings.sse_ping_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping"),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        shutdown_event=shutting_down,
+        shutdown_grace_period=STREAM_CLOSE_S,
     )

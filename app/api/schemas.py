@@ -10,6 +10,9 @@ from pydantic import AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, fi
 from app.agents.safety import ACTION_TYPES
 from app.events.schemas import Event, Usage
 
+# One model for the REST resource and the data of the safety_check.* events.
+from app.events.schemas import SafetyCheck as SafetyCheck
+
 MAX_TEXT = 100_000
 ANTHROPIC_TOOL_VERSIONS = (
     "computer_20241022",
@@ -173,20 +176,6 @@ class Turn(BaseModel):
     latency_ms: int | None
     started_at: datetime
     ended_at: datetime | None
-
-
-class SafetyCheck(BaseModel):
-    id: str
-    provider_check_id: str | None
-    code: str
-    message: str
-    run_id: str
-    call_id: str
-    action: dict[str, Any] | None
-    status: Literal["pending", "acknowledged", "rejected", "expired"]
-    expires_at: datetime | None
-    decided_at: datetime | None
-    reason: str | None
 
 
 class Page(BaseModel, Generic[T]):

@@ -156,22 +156,32 @@ async def close_session(
     session: SessionOr404, services: ServicesDep, db: DbSession
 ) -> schemas.Session:
     session_id = session.id
-    if session.status != "closed":
-        if session.active_run_id is not None:
-            await services.runner.cancel(session_id, session.active_run_id)
+    cancelled: set[str] = set()
+    run_id = session.active_run_id
+    while session.status != "closed":
+        if run_id is not None:
+            await services.runner.cancel(session_id, run_id)
+            cancelled.add(run_id)
         await services.computers.release(session_id)
 
-        async def close(db_: AsyncSession) -> bool:
+        async def close(db_: AsyncSession) -> tuple[bool, str | None]:
             row = await db_.get(SessionRow, session_id)
             if row is None or row.status == "closed":
-                return False
+                return False, None
+            if row.active_run_id is not None and row.active_run_id not in cancelled:
+                # A run was created after `session` was read (POST /runs racing this
+                # DELETE): closing now would leave it running, holding a computer
+                # nobody releases. Cancel it first. Once closed, create_run refuses.
+                return False, row.active_run_id
             row.status = "closed"
             row.updated_at = utcnow()
-            return True
+            return True, None
 
-        await services.log.transact(
-            session_id, None, lambda changed: [("session.closed", {})] if changed else [], close
+        _, (_, run_id) = await services.log.transact(
+            session_id, None, lambda result: [("session.closed", {})] if result[0] else [], close
         )
+        if run_id is None:
+            break
     async with services.sessionmaker() as fresh:
         row = await repo.get_session(fresh, session_id)
         assert row is not None

@@ -31,6 +31,8 @@ CHROMIUM_ARGS = (
     "--no-first-run",
     "--disable-quic",
     "--disable-smooth-scrolling",
+    # Otherwise crashpad handlers outlive the browser, re-parented to PID 1.
+    "--disable-crash-reporter",
 )
 LAUNCH_TIMEOUT_MS = 30_000
 

@@ -35,6 +35,11 @@ NewEvent = tuple[str, dict[str, Any]]
 EventsFor = Callable[[Any], Sequence[NewEvent]]
 
 
+class WriteRefused(Exception):
+    """Raised by an `apply` that declines the write for a reason the caller expects
+    (a conflict): the write fails alone, without a warning in the log."""
+
+
 class EventLogClosed(RuntimeError):
     """The log no longer accepts writes (shutdown)."""
 
@@ -129,7 +134,8 @@ class EventLog:
                     try:
                         await self._commit_batch([write])
                     except Exception as exc:
-                        log.warning("event log write failed: %r", exc)
+                        if not isinstance(exc, WriteRefused):
+                            log.warning("event log write failed: %r", exc)
                         if not write.future.done():
                             write.future.set_exception(exc)
             finally:

@@ -9,7 +9,7 @@ every stored event exactly once, in seq order, whatever the timing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,8 +50,13 @@ async def stream_events(
     request: StreamRequest,
     *,
     wake_every: float = 1.0,
+    stop: Callable[[], bool] | None = None,
 ) -> AsyncIterator[StoredEvent]:
-    """Yield the session's events after `request.after`, then live ones until told to stop."""
+    """Yield the session's events after `request.after`, then live ones until told to stop.
+
+    `stop` is asked before each wait for a live event (so at least every `wake_every` s):
+    when it says so, the stream ends (the server is shutting down; the client resumes
+    elsewhere or later from its Last-Event-ID)."""
     sub = broker.subscribe(request.session_id) if request.follow else None
     cursor = request.after
     try:
@@ -73,6 +78,8 @@ async def stream_events(
                     if _is_end(event, request):
                         return
             if sub is None or not request.follow:
+                return
+            if stop is not None and stop():
                 return
             event_or_none = await sub.get(wake_every)
             if event_or_none is None:

@@ -1,4 +1,7 @@
-"""Event types of the session log and the stored-event value the log hands out."""
+"""Event types of the session log and the stored-event value the log hands out.
+
+The documented wire shape of each type (its `data` model) is in events/schemas.py.
+"""
 
 from __future__ import annotations
 

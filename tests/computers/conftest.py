@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +13,7 @@ import pytest
 
 from app.computers.base import Display
 from app.computers.browser import BrowserComputer, BrowserPool
-from app.settings import Settings
+from tests.browser_support import require_chromium
 
 PROBE_HTML = (Path(__file__).parent / "probe.html").read_bytes()
 DISPLAY = Display(1280, 800)
@@ -54,17 +53,8 @@ def probe_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    """Chromium's path; a missing browser fails the tests on CI and skips them elsewhere."""
-    path = Settings().chromium_path
-    if not path or not os.access(path, os.X_OK):
-        message = (
-            f"Chromium not found (CHROMIUM_PATH={path!r}): install Debian's `chromium` "
-            "package or set CHROMIUM_PATH to run the browser tests"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Chromium's path (fails on CI, skips elsewhere when it is missing)."""
+    return require_chromium()
 
 
 @pytest.fixture(scope="session")
