@@ -35,12 +35,24 @@ async def reset(url: str) -> None:
 
 def session_row(sid: str) -> SessionRow:
     return SessionRow(
-        id=sid, tenant="bench", status="idle", provider="anthropic", model="m", computer={},
-        options={}, safety={}, metadata_={}, usage={}, agent_state={}, last_event_seq=0,
+        id=sid,
+        tenant="bench",
+        status="idle",
+        provider="anthropic",
+        model="m",
+        computer={},
+        options={},
+        safety={},
+        metadata_={},
+        usage={},
+        agent_state={},
+        last_event_seq=0,
     )
 
 
-async def bench_event_log(url: str, sessions: int, per_session: int) -> tuple[float, list[float], int]:
+async def bench_event_log(
+    url: str, sessions: int, per_session: int
+) -> tuple[float, list[float], int]:
     engine = create_engine(url)
     maker = create_sessionmaker(engine)
     broker = Broker(queue_size=per_session + 10)
@@ -96,8 +108,16 @@ async def bench_naive(url: str, sessions: int, per_session: int) -> float:
         sid = f"ses_{index}"
         for i in range(per_session):
             async with lock, maker() as db:
-                db.add(EventRow(session_id=sid, seq=i + 1, run_id=None, type="assistant.message",
-                                data={"i": i, "text": "x" * 64}, created_at=utcnow()))
+                db.add(
+                    EventRow(
+                        session_id=sid,
+                        seq=i + 1,
+                        run_id=None,
+                        type="assistant.message",
+                        data={"i": i, "text": "x" * 64},
+                        created_at=utcnow(),
+                    )
+                )
                 await db.commit()
 
     start = time.perf_counter()
