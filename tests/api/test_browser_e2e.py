@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from app.computers.scaling import png_size
 from tests.api.helpers import assert_gapless, create_session, read_stream, types, wait_for_run
-from tests.browser_support import require_chromium
+from tests.browser_support import Page, PageServer, require_chromium, serve_pages
 from tests.conftest import Service, ServiceServer, make_settings
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
@@ -80,81 +77,16 @@ PAGE_HTML = b"""<!doctype html>
 """
 
 
-class _PageServer(ThreadingHTTPServer):
-    """Serves PAGE_HTML at /form.html and records what the page POSTs to /report."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _PageHandler)
-        self.lock = threading.Lock()
-        self.received: list[dict[str, Any]] = []
-
-
-class _PageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path != "/form.html":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(PAGE_HTML)))
-        self.end_headers()
-        self.wfile.write(PAGE_HTML)
-
-    def do_POST(self) -> None:
-        if self.path != "/report":
-            self.send_error(404)
-            return
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        server = cast(_PageServer, self.server)
-        with server.lock:
-            server.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # keep test output clean
-
-
-@dataclass
-class Page:
-    """The page's URL and what it has reported so far."""
-
-    url: str
-    server: _PageServer
-
-    def reports(self, type_: str | None = None) -> list[dict[str, Any]]:
-        with self.server.lock:
-            got = sorted(self.server.received, key=lambda r: r["seq"])
-        return [r for r in got if type_ is None or r["type"] == type_]
-
-    async def wait_for(
-        self, ready: Callable[[list[dict[str, Any]]], bool], within: float = 5.0
-    ) -> list[dict[str, Any]]:
-        """The reports once `ready` holds: fetches are asynchronous, so they may trail the run."""
-        deadline = time.monotonic() + within
-        while not ready(got := self.reports()):
-            assert time.monotonic() < deadline, f"the page reported only {got}"
-            await asyncio.sleep(0.02)
-        return got
-
-
 @pytest.fixture(scope="module")
-def page_server() -> Iterator[_PageServer]:
-    server = _PageServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def page_server() -> Iterator[PageServer]:
+    with serve_pages({"/form.html": PAGE_HTML}) as server:
+        yield server
 
 
 @pytest.fixture
-def page(page_server: _PageServer) -> Page:
-    with page_server.lock:
-        page_server.received.clear()
-    return Page(f"http://127.0.0.1:{page_server.server_address[1]}/form.html", page_server)
+def page(page_server: PageServer) -> Page:
+    page_server.clear()
+    return Page(page_server.url("/form.html"), page_server)
 
 
 @pytest.fixture(autouse=True, scope="module")
