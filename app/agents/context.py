@@ -4,6 +4,7 @@ screenshots and provider calls, each committed through the event log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -26,6 +27,7 @@ from app.computers.base import Computer, ShotImage
 from app.db import repositories as repo
 from app.db.models import RunRow, SafetyCheckRow, SessionRow, TurnRow, utcnow
 from app.events.log import EventLog
+from app.events.types import StoredEvent
 from app.ids import new_id
 
 T = TypeVar("T")
@@ -65,6 +67,11 @@ class ServiceRunContext:
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
 
+    def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
+        """The computer finished `action`: it counts as executed even if the run is
+        cancelled before its tool.result is committed."""
+        self.last_action_executed = {"call_id": call_id, "action": action}
+
     def seed(self, events: Sequence[Event]) -> None:
         """Learn the actions a previous process ran in this run (for last_action_executed)."""
         self._observe(events)
@@ -82,11 +89,28 @@ class ServiceRunContext:
                     }
 
     async def emit(self, type_: str, data: dict[str, Any]) -> int:
-        (event,) = await self._log.append(
-            self.config.session_id, self.config.run_id, [(type_, data)]
+        stored = await self._committed(
+            self._log.append(self.config.session_id, self.config.run_id, [(type_, data)]),
+            lambda: self._observe([(type_, data)]),
         )
-        self._observe([(type_, data)])
-        return event.seq
+        return stored[0].seq
+
+    async def _committed(
+        self, write: Awaitable[list[StoredEvent]], on_commit: Callable[[], None]
+    ) -> list[StoredEvent]:
+        """Await a write, then record what it committed. A cancel that arrives while
+        the write is in flight waits for it (it commits regardless), so the context's
+        view (state, last action) always matches the log before the cancel goes on."""
+        task = asyncio.ensure_future(write)
+        try:
+            stored = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # a failed write committed nothing
+                await task
+                on_commit()
+            raise
+        on_commit()
+        return stored
 
     async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
         session_id = self.config.session_id
@@ -94,9 +118,13 @@ class ServiceRunContext:
         async def save(db: AsyncSession) -> None:
             await repo.update_session(db, session_id, agent_state=state)
 
-        await self._log.append(session_id, self.config.run_id, list(events), apply=save)
-        self.state = state
-        self._observe(events)
+        def remember() -> None:
+            self.state = state
+            self._observe(events)
+
+        await self._committed(
+            self._log.append(session_id, self.config.run_id, list(events), apply=save), remember
+        )
         if self._should_suspend() and not state.get("in_flight"):
             raise RunSuspended
 
