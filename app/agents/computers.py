@@ -29,14 +29,24 @@ class SessionComputers:
         lock = self._locks.setdefault(session_id, asyncio.Lock())
         async with lock:
             computer = self._computers.get(session_id)
-            if computer is not None:
+            if computer is not None and computer.is_alive():
                 return computer
+            if computer is not None:
+                # Its browser died (or it was closed under us): start a new one.
+                log.warning("the computer of %s is gone; re-creating it", session_id)
+                del self._computers[session_id]
+                await _close_quietly(computer, session_id)
             # A re-created browser opens where the session last was, not at its start_url.
             effective = dict(spec)
             if page_url and spec.get("type") == "browser":
                 effective["start_url"] = page_url
             computer = self._factory(effective)
-            await computer.start()
+            try:
+                await computer.start()
+            except BaseException:
+                # Failed or cancelled half-way: whatever it opened must not leak.
+                await asyncio.shield(_close_quietly(computer, session_id))
+                raise
             self._computers[session_id] = computer
             return computer
 
@@ -48,10 +58,7 @@ class SessionComputers:
         async with lock:
             computer = self._computers.pop(session_id, None)
             if computer is not None:
-                try:
-                    await computer.close()
-                except Exception:
-                    log.exception("closing the computer of %s failed", session_id)
+                await _close_quietly(computer, session_id)
         self._locks.pop(session_id, None)
 
     async def close_all(self) -> None:
@@ -60,3 +67,10 @@ class SessionComputers:
 
     def __len__(self) -> int:
         return len(self._computers)
+
+
+async def _close_quietly(computer: Computer, session_id: str) -> None:
+    try:
+        await computer.close()
+    except Exception:
+        log.exception("closing the computer of %s failed", session_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,25 +48,33 @@ class RetryPolicy:
 
 
 def _retry_after(exc: BaseException, policy: RetryPolicy) -> float | None:
+    """The wait the provider asked for (retry-after-ms, retry-after seconds or an HTTP
+    date), capped; None when absent or unreadable (the backoff applies then)."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return min(float(value) / 1000.0, policy.retry_after_max_s)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
+    seconds: float | None = None
+    if (value := headers.get("retry-after-ms")) is not None:
+        seconds = _finite(value, scale=1000.0)
+    if seconds is None and (value := headers.get("retry-after")) is not None:
+        seconds = _finite(value)
+        if seconds is None:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError):
+                return None
+    if seconds is None:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        seconds = parsed.timestamp() - time.time() if parsed else 0.0
     return max(0.0, min(seconds, policy.retry_after_max_s))
+
+
+def _finite(value: str, scale: float = 1.0) -> float | None:
+    try:
+        number = float(value) / scale
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def classify(exc: BaseException) -> tuple[bool, int | None, str]:

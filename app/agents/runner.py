@@ -57,7 +57,8 @@ class RunConflict(WriteRefused):
 class _Active:
     session_id: str
     outer: asyncio.Task[None]
-    inner: asyncio.Task[RunOutcome] | None = None
+    # What cancel() interrupts: the computer's start-up, then the provider loop.
+    inner: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
 
 
@@ -230,7 +231,20 @@ class Runner:
                 **session.computer,
                 "blocked_domains": (session.safety or {}).get("blocked_domains", []),
             }
-            computer = await self._computers.acquire(session_id, spec, session.page_url)
+            # Cancellable like the loop: starting a browser can take many seconds.
+            acquiring = asyncio.create_task(
+                self._computers.acquire(session_id, spec, session.page_url)
+            )
+            active.inner = acquiring
+            if active.cancel_reason is not None:
+                acquiring.cancel()
+            computer = await acquiring
+        except asyncio.CancelledError:
+            if active.cancel_reason is None:
+                raise  # this supervisor itself was cancelled
+            if active.cancel_reason != "shutdown":
+                await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+            return
         except (ComputerError, ProviderError, ValueError) as exc:
             await self._finish(
                 session_id,
@@ -261,6 +275,9 @@ class Runner:
             if resumed
             else ("run.started", {"input": run.input})
         )
+        if active.cancel_reason is not None:  # cancelled while the computer started
+            await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+            return
         await self._log.append(session_id, run_id, [event], mark_running)
 
         ctx = ServiceRunContext(
@@ -452,7 +469,7 @@ class Runner:
         if outers:
             await asyncio.wait(outers, timeout=grace_s)
         for active in list(self._active.values()):
-            active.cancel_reason = "shutdown"
+            active.cancel_reason = active.cancel_reason or "shutdown"
             if active.inner is not None:
                 active.inner.cancel()
         outers = [a.outer for a in self._active.values()]

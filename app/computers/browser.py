@@ -263,6 +263,13 @@ class BrowserComputer:
                 pass  # screenshot: the loop takes its own afterwards
         return ActionResult()
 
+    def is_alive(self) -> bool:
+        context = self._context
+        if self._closed or context is None:
+            return False
+        browser = context.browser
+        return browser is None or browser.is_connected()
+
     async def close(self) -> None:
         """Close this session's context (its pages, cookies and storage); idempotent."""
         self._closed = True

@@ -10,7 +10,9 @@ def host_of(url: str | None) -> str | None:
     if not url:
         return None
     try:
-        return (urlsplit(url).hostname or "").lower() or None
+        # "example.com." is the same host as "example.com" (a trailing dot must not
+        # slip past a domain policy).
+        return (urlsplit(url).hostname or "").lower().rstrip(".") or None
     except ValueError:
         return None
 
@@ -18,7 +20,7 @@ def host_of(url: str | None) -> str | None:
 def domain_matches(host: str, domains: Sequence[str]) -> bool:
     """`host` is one of `domains` or a subdomain of one (example.com covers a.example.com)."""
     for domain in domains:
-        domain = domain.lower().strip().lstrip(".")
+        domain = domain.lower().strip().strip(".")
         if domain and (host == domain or host.endswith("." + domain)):
             return True
     return False

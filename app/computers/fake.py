@@ -97,6 +97,9 @@ class FakeComputer:
     async def start(self) -> None:
         self.started = True
 
+    def is_alive(self) -> bool:
+        return not self.closed
+
     async def close(self) -> None:
         self.closed = True
 

@@ -127,6 +127,10 @@ class EventLog:
             try:
                 await self._commit_batch(batch)
             except Exception:
+                # A commit whose outcome is unknown (a dropped connection) may have
+                # used these numbers: re-read them from the database.
+                for write in batch:
+                    self._last_seq.pop(write.session_id, None)
                 # One bad write must not fail its neighbours: retry each alone.
                 for write in batch:
                     if write.future.done():
@@ -134,6 +138,7 @@ class EventLog:
                     try:
                         await self._commit_batch([write])
                     except Exception as exc:
+                        self._last_seq.pop(write.session_id, None)
                         if not isinstance(exc, WriteRefused):
                             log.warning("event log write failed: %r", exc)
                         if not write.future.done():

@@ -1,0 +1,105 @@
+"""The session's browser through the service: a cancel during a slow browser start
+takes effect at once and leaks nothing; a session whose Chromium died gets a new one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.api.helpers import create_session, wait_for_run
+from tests.browser_support import require_chromium
+from tests.conftest import Service
+from tests.fakes.anthropic_server import (
+    FakeAnthropic,
+    computer_call,
+    text_message,
+    tool_use_message,
+)
+
+pytestmark = pytest.mark.browser
+
+
+class _SlowPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(5 if self.path.startswith("/slow") else 0)
+        body = b"<html><body><button>ok</button></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def pages() -> Iterator[str]:
+    require_chromium()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPage)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_cancel_during_a_slow_browser_start(
+    service: Service, anthropic_fake: FakeAnthropic, pages: str
+) -> None:
+    computer = {"type": "browser", "start_url": f"{pages}/slow"}
+    session = await create_session(service.client, task="open it", computer=computer)
+    sid, rid = session["id"], session["active_run_id"]
+    await asyncio.sleep(0.5)  # the browser is loading the slow start page
+    started = time.monotonic()
+    response = await service.client.post(f"/v1/sessions/{sid}/runs/{rid}/cancel")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    assert elapsed < 1.0, f"cancel waited {elapsed:.2f}s for the browser"
+    assert service.services.computers.get(sid) is None
+    assert service.services.browsers.contexts == []  # the half-started context was closed
+    assert anthropic_fake.requests == []
+    events = (
+        await service.client.get(f"/v1/sessions/{sid}/events", params={"format": "json"})
+    ).json()
+    assert [e["type"] for e in events["data"]] == ["session.created", "run.queued", "run.cancelled"]
+
+
+async def test_a_dead_browser_is_replaced_for_the_next_run(
+    service: Service, anthropic_fake: FakeAnthropic, pages: str
+) -> None:
+    anthropic_fake.strict = True
+    anthropic_fake.enqueue(text_message("first"))
+    session = await create_session(
+        service.client, task="look", computer={"type": "browser", "start_url": f"{pages}/page"}
+    )
+    sid = session["id"]
+    assert (await wait_for_run(service.client, sid, session["active_run_id"]))[
+        "status"
+    ] == "completed"
+    first = service.services.computers.get(sid)
+    assert first is not None and first.is_alive()
+
+    browser = await service.services.browsers.browser()
+    await browser.close()  # as if Chromium crashed
+    assert not first.is_alive()
+
+    anthropic_fake.enqueue(
+        tool_use_message(computer_call("left_click", coordinate=[20, 20])), text_message("again")
+    )
+    follow = await service.client.post(f"/v1/sessions/{sid}/runs", json={"input": "click"})
+    run = await wait_for_run(service.client, sid, follow.json()["id"])
+    assert run["status"] == "completed", run
+    second = service.services.computers.get(sid)
+    assert second is not None and second is not first and second.is_alive()
+    # Re-created where the session was, and the click ran without an error.
+    assert await second.current_url() == f"{pages}/page"
+    turns = (
+        await service.client.get(f"/v1/sessions/{sid}/turns", params={"run_id": run["id"]})
+    ).json()
+    assert turns["data"][0]["results"][0]["is_error"] is False
