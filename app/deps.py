@@ -10,6 +10,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.errors import Problem
+from app.api.schemas import ID_PATTERN
 from app.db import repositories as repo
 from app.db.models import SessionRow
 from app.lifespan import Services
@@ -52,7 +53,7 @@ def get_tenant(request: Request, services: ServicesDep) -> str:
 
 
 CurrentTenant = Annotated[str, Depends(get_tenant)]
-SessionId = Annotated[str, Path(max_length=64)]
+SessionId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
 
 
 async def get_session_or_404(

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.api import events, health, runs, safety_checks, screenshots, sessions
-from app.api.errors import BodySizeLimit, install_error_handlers
+from app.api.errors import BodySizeLimit, document_problems, install_error_handlers
 from app.lifespan import make_lifespan
 from app.settings import Settings, get_settings
 
@@ -29,4 +29,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit)
     for module in (health, sessions, runs, events, safety_checks, screenshots):
         app.include_router(module.router)
+    document_problems(app)
     return app

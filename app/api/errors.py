@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,6 +109,13 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
 
+async def _data_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Input the database refuses (a value out of its range or encoding) is bad input,
+    # not a server fault; validation catches the known cases before this backstop.
+    log.warning("database refused input on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(400, "The request contains a value the database cannot store.")
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "An internal error occurred.")
@@ -117,6 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(Problem, _problem_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(DataError, _data_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
 
 
@@ -150,3 +159,55 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+_DOCUMENTED = {
+    400: "Malformed request (invalid JSON, a header out of range)",
+    401: "Missing or invalid API key",
+    404: "No such session (or another tenant's), run, check or screenshot",
+    409: "Conflict with the current state",
+    413: "Request body over 1 MiB",
+    422: "Validation failed; `errors` names each field",
+    503: "Shutting down or not ready",
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the generated OpenAPI say what the service sends on errors: problem+json
+    (FastAPI documents its own HTTPValidationError shape otherwise)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from app.api.schemas import Problem as ProblemModel
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas["Problem"] = ProblemModel.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                continue  # /healthz and /readyz answer with their own Health body
+            for method, operation in operations.items():
+                codes = {400, 401, 422}
+                if "{sid}" in path:
+                    codes.add(404)
+                if method == "post":
+                    codes.add(413)
+                if method == "post" and path in ("/v1/sessions", "/v1/sessions/{sid}/runs"):
+                    codes.add(503)  # new runs are refused while the service shuts down
+                responses = operation.setdefault("responses", {})
+                codes |= {int(c) for c in responses if c.isdigit() and int(c) >= 400}
+                for code in sorted(codes):
+                    responses[str(code)] = {"description": _DOCUMENTED[code], "content": problem}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

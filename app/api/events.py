@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api import schemas
 from app.api.errors import Problem
+from app.api.schemas import ID_PATTERN, MAX_SEQ
 from app.db import repositories as repo
 from app.deps import ServicesDep, SessionOr404
 from app.events.sse import StreamRequest, stream_events
@@ -33,6 +34,7 @@ SSE_DESCRIPTION = (
 # sse-starlette cuts it: more than stream_events' idle wake-up (1 s), and well under
 # uvicorn's own graceful-shutdown timeout (SHUTDOWN_GRACE_S + 5 s).
 STREAM_CLOSE_S = 2.0
+IMAGE_PAGE_MAX = 50
 # One SSE message, in the form FastAPI documents its own SSE routes (OpenAPI 3.2 itemSchema).
 SSE_ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -59,11 +61,11 @@ def _cursor(after: int | None, last_event_id: str | None) -> int:
                 "Last-Event-ID must be an event seq (an integer).",
                 errors=[{"field": "Last-Event-ID", "message": "not an integer"}],
             ) from exc
-        if value < 0:
+        if not 0 <= value <= MAX_SEQ:
             raise Problem(
                 400,
-                "Last-Event-ID must not be negative.",
-                errors=[{"field": "Last-Event-ID", "message": "negative"}],
+                "Last-Event-ID is out of range.",
+                errors=[{"field": "Last-Event-ID", "message": "out of range"}],
             )
         return value
     return after or 0
@@ -121,19 +123,28 @@ async def get_events(
     request: Request,
     session: SessionOr404,
     services: ServicesDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     follow: bool = True,
     until: Literal["run_end"] | None = None,
-    run_id: Annotated[str | None, Query(max_length=64)] = None,
+    run_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     format_: Annotated[Literal["json", "sse"] | None, Query(alias="format")] = None,
     include_images: bool = False,
-    limit: Annotated[int, Query(ge=1, le=1000, description="JSON page size")] = 100,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=1000,
+            description=f"JSON page size (at most {IMAGE_PAGE_MAX} with include_images)",
+        ),
+    ] = 100,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
 ) -> Response:
     cursor = _cursor(after, last_event_id)
     session_id = session.id
     if _wants_json(request, format_):
         async with services.sessionmaker() as db:
+            if include_images:
+                limit = min(limit, IMAGE_PAGE_MAX)  # each event may carry a whole image
             rows = await repo.list_events(db, session_id, cursor, limit + 1)
         page = rows[:limit]
         data = [

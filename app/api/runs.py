@@ -9,13 +9,14 @@ from fastapi import APIRouter, Path, Query, Response, status
 from app.agents.runner import RunConflict
 from app.api import schemas
 from app.api.errors import Problem
+from app.api.schemas import ID_PATTERN
 from app.api.views import run_view, turn_view
 from app.db import repositories as repo
 from app.deps import AcceptingRuns, DbSession, ServicesDep, SessionOr404
 from app.ids import new_id
 
 router = APIRouter(prefix="/v1/sessions/{sid}", tags=["runs"])
-RunId = Annotated[str, Path(max_length=64)]
+RunId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
 
 
 async def _load_run(services: ServicesDep, session_id: str, run_id: str) -> schemas.Run:
@@ -53,7 +54,7 @@ async def list_runs(
     session: SessionOr404,
     db: DbSession,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
 ) -> schemas.Page[schemas.Run]:
     rows = await repo.list_runs(db, session.id, after, limit + 1)
     page = rows[:limit]
@@ -105,9 +106,9 @@ async def cancel_active_run(session: SessionOr404, services: ServicesDep) -> sch
 async def list_turns(
     session: SessionOr404,
     db: DbSession,
-    run_id: Annotated[str | None, Query(max_length=64)] = None,
+    run_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
 ) -> schemas.Page[schemas.Turn]:
     rows = await repo.list_turns(db, session.id, run_id, after, limit + 1)
     page = rows[:limit]

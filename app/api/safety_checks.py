@@ -10,13 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.agents.safety import check_event_data
 from app.api import schemas
 from app.api.errors import Problem
+from app.api.schemas import ID_PATTERN
 from app.api.views import safety_check_view
 from app.db import repositories as repo
 from app.db.models import SafetyCheckRow, utcnow
 from app.deps import DbSession, ServicesDep, SessionOr404
 
 router = APIRouter(prefix="/v1/sessions/{sid}/safety-checks", tags=["safety-checks"])
-CheckId = Annotated[str, Path(max_length=64)]
+CheckId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
 CheckStatus = Literal["pending", "acknowledged", "rejected", "expired"]
 
 
@@ -26,7 +27,7 @@ async def list_safety_checks(
     db: DbSession,
     status: CheckStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
 ) -> schemas.Page[schemas.SafetyCheck]:
     rows = await repo.list_safety_checks(db, session.id, status, after, limit + 1)
     page = rows[:limit]

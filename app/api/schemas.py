@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+)
 
 from app.agents.safety import ACTION_TYPES
 from app.events.schemas import Event, Usage
@@ -14,6 +23,9 @@ from app.events.schemas import Event, Usage
 from app.events.schemas import SafetyCheck as SafetyCheck
 
 MAX_TEXT = 100_000
+# Ids and cursors: what new_id() and screenshot ids are made of (anything else is a 422).
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+MAX_SEQ = 2**63 - 1
 ANTHROPIC_TOOL_VERSIONS = (
     "computer_20241022",
     "computer_20250124",
@@ -25,9 +37,37 @@ OPENAI_TOOL_VERSIONS = ("computer_use_preview", "computer")
 T = TypeVar("T")
 
 
+def check_storable(value: Any) -> Any:
+    """Reject what a database or a JSON encoder cannot take back out intact: NUL
+    characters (Postgres text refuses them), lone surrogates (not UTF-8) and
+    non-finite numbers (not JSON), at any depth."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from exc
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key)
+            check_storable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable(item)
+    return value
+
+
 class _Strict(BaseModel):
     # Unknown fields are rejected so typos do not pass silently.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return check_storable(value)
 
 
 class DisplaySpec(_Strict):
@@ -41,14 +81,21 @@ class ComputerSpec(_Strict):
     display: DisplaySpec = Field(default_factory=DisplaySpec)
     cdp_url: str | None = Field(default=None, max_length=8192)
 
-    @field_validator("start_url", "cdp_url")
+    @field_validator("start_url")
     @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        url = AnyUrl(value)
-        if url.scheme not in ("http", "https", "ws", "wss", "about", "file", "data"):
-            raise ValueError(f"unsupported URL scheme {url.scheme!r}")
+    def _start_url(cls, value: str | None) -> str | None:
+        # Never file: (the server's own files) or other local schemes.
+        if value is not None and value != "about:blank":
+            url = AnyUrl(value)
+            if url.scheme not in ("http", "https"):
+                raise ValueError("start_url must be an http(s) URL or about:blank")
+        return value
+
+    @field_validator("cdp_url")
+    @classmethod
+    def _cdp_url(cls, value: str | None) -> str | None:
+        if value is not None and AnyUrl(value).scheme not in ("http", "https", "ws", "wss"):
+            raise ValueError("cdp_url must be an http(s) DevTools endpoint or a ws(s) URL")
         return value
 
 
@@ -100,7 +147,7 @@ class SessionCreate(_Strict):
     computer: ComputerSpec = Field(default_factory=ComputerSpec)
     options: RunOptions = Field(default_factory=RunOptions)
     safety: SafetyOptions = Field(default_factory=SafetyOptions)
-    metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
 
 
 class RunCreate(_Strict):

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from app.api.errors import Problem
+from app.api.schemas import ID_PATTERN
 from app.db import repositories as repo
 from app.deps import DbSession, SessionOr404
 
@@ -20,7 +21,9 @@ router = APIRouter(prefix="/v1/sessions/{sid}", tags=["screenshots"])
     summary="The image bytes of a screenshot",
 )
 async def get_screenshot(
-    shot_id: Annotated[str, Path(max_length=128)], session: SessionOr404, db: DbSession
+    shot_id: Annotated[str, Path(max_length=128, pattern=ID_PATTERN)],
+    session: SessionOr404,
+    db: DbSession,
 ) -> Response:
     row = await repo.get_screenshot(db, session.id, shot_id)
     if row is None:

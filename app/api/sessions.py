@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import schemas
 from app.api.errors import Problem
+from app.api.schemas import ID_PATTERN
 from app.api.views import session_view, sessions_view
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
@@ -131,7 +132,7 @@ async def list_sessions(
     db: DbSession,
     status_: Annotated[schemas.SessionStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
 ) -> schemas.Page[schemas.Session]:
     rows = await repo.list_sessions(db, tenant, status_, after, limit + 1)
     page = rows[:limit]

@@ -136,3 +136,39 @@ async def test_tenants_are_isolated(clean_db: str, anthropic_fake: FakeAnthropic
         assert (await c.get("/v1/sessions", headers=b)).json()["data"] == []
         assert len((await c.get("/v1/sessions", headers=a)).json()["data"]) == 1
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_input_the_database_or_json_cannot_hold_is_refused(service: Service) -> None:
+    c = service.client
+    raw = {"content-type": "application/json"}
+    for body in (
+        b'{"provider": "anthropic", "metadata": {"a": "\\ud800"}}',  # a lone surrogate
+        b'{"provider": "anthropic", "metadata": {"a": NaN}}',
+        b'{"provider": "anthropic", "metadata": {"a": 1e400}}',
+        b'{"provider": "anthropic", "task": "a\\u0000b"}',  # Postgres text refuses NUL
+        b'{"provider": "anthropic", "safety": {"safety_check_timeout_s": Infinity}}',
+    ):
+        response = await c.post("/v1/sessions", content=body, headers=raw)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    for url in ("file:///etc/passwd", "data:text/html,hi", "ws://127.0.0.1:9/x"):
+        assert_problem(
+            await c.post(
+                "/v1/sessions", json={"provider": "anthropic", "computer": {"start_url": url}}
+            ),
+            422,
+            "computer.start_url",
+        )
+    assert_problem(await c.get("/v1/sessions/%00"), 422, "sid")
+    assert_problem(await c.get("/v1/sessions", params={"after": "a\x00"}), 422, "after")
+    session = (
+        await c.post("/v1/sessions", json={"provider": "anthropic", "computer": FAKE})
+    ).json()
+    events = f"/v1/sessions/{session['id']}/events"
+    assert_problem(
+        await c.get(events, params={"after": str(2**64), "format": "json"}), 422, "after"
+    )
+    assert_problem(await c.get(events, headers={"Last-Event-ID": str(2**64)}), 400)
+    # Everything above was refused without leaving a trace; the tenant's list still renders.
+    listed = await c.get("/v1/sessions")
+    assert listed.status_code == 200 and [s["id"] for s in listed.json()["data"]] == [session["id"]]
