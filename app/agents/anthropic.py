@@ -19,6 +19,11 @@ State layout (JSON, what `ctx.checkpoint` stores):
                   answered yet (re-recorded with its results when they are)
     last_shot     the newest screenshot (StoredShot.to_event()) or None
     continued     True after asking the model to continue past max_tokens
+    halted        {stop_reason, message} once a safety check stopped the run
+    failed        {type, message} once the model's reply failed the run (max_tokens
+                  twice, context window exceeded)
+    Both markers are written in the checkpoint that decides them, so a resumed run
+    ends the same way without calling the model; a new run clears them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def new_state() -> dict[str, Any]:
         "current_turn": None,
         "last_shot": None,
         "continued": False,
+        "halted": None,
+        "failed": None,
     }
 
 
@@ -94,4 +101,6 @@ class AnthropicLoop:
         repaired["in_flight"] = None
         repaired["awaiting"] = None
         repaired["current_turn"] = None
+        repaired["halted"] = None
+        repaired["failed"] = None
         return repaired

@@ -5,7 +5,10 @@ side effect is bracketed by checkpoints: the `tool.call` event and the
 in-flight marker are committed *before* an action runs (the intent record),
 its `tool.result` and the answered transcript after. A restarted process
 therefore never runs an action twice: it finds the marker and reports the
-action as interrupted instead.
+action as interrupted instead. A decision to end the run (a rejected safety
+check, a failed reply) is written into the state by the checkpoint that acts on
+it, with the answers to every call it leaves unrun, so a resumed run ends the
+same way instead of carrying on.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class AnthropicRun:
             # The runner repairs after a cancel or failure; this covers anything else.
             state["messages"] = tx.repair_messages(state["messages"], "Interrupted")
         state.update(run_id=self.config.run_id, next_turn=0, stop_reason=None, in_flight=None)
-        state.update(current_turn=None, continued=False)
+        state.update(current_turn=None, continued=False, halted=None, failed=None)
         blocks: list[tx.Block] = []
         if user_input:
             blocks.append({"type": "text", "text": user_input})
@@ -95,6 +98,8 @@ class AnthropicRun:
     async def _step(self) -> RunOutcome | None:
         state = self.state
         messages = state["messages"]
+        # A crash or a drain after the checkpoint that ended the run: end it the same way.
+        self._raise_if_ended()
         if state["in_flight"]:
             await self._settle_interrupted()
             return None
@@ -144,44 +149,54 @@ class AnthropicRun:
         )
         if stop == "max_tokens" and not has_tools:
             if state["continued"]:
-                await self._checkpoint(events)
-                raise ProviderError(
-                    "the model hit max_tokens twice in a row without finishing",
-                    type_="max_tokens",
-                )
-            # Ask once for the rest rather than ending on a half-written answer.
-            state["continued"] = True
-            tx.add_user_content(state["messages"], [{"type": "text", "text": CONTINUE_PROMPT}])
+                state["failed"] = {
+                    "type": "max_tokens",
+                    "message": "the model hit max_tokens twice in a row without finishing",
+                }
+            else:
+                # Ask once for the rest rather than ending on a half-written answer.
+                state["continued"] = True
+                prompt = {"type": "text", "text": CONTINUE_PROMPT}
+                tx.add_user_content(state["messages"], [prompt])
         elif stop != "pause_turn":
             state["continued"] = False
         if stop == "refusal" and has_tools:
             state["messages"] = tx.repair_messages(state["messages"], REFUSED)
             state["current_turn"] = None
-        await self._checkpoint(events)
         if stop == "model_context_window_exceeded":
-            raise ProviderError(
-                "the conversation no longer fits the model's context window; "
+            state["failed"] = {
+                "type": "context_window_exceeded",
+                "message": "the conversation no longer fits the model's context window; "
                 "lower image_retention or start a new session",
-                type_="context_window_exceeded",
-            )
+            }
+        await self._checkpoint(events)
+        self._raise_if_ended()
+
+    def _raise_if_ended(self) -> None:
+        """Raise what ended the run, once a checkpointed state records it."""
+        halted, failed = self.state["halted"], self.state["failed"]
+        if halted:
+            raise RunHalted(halted["stop_reason"], halted["message"])
+        if failed:
+            raise ProviderError(failed["message"], type_=failed["type"])
 
     # ---- tool calls ---------------------------------------------------------------
 
     async def _run_tools(self, pending: list[tx.Block]) -> None:
         for position, tool_use in enumerate(pending):
-            if not await self._execute(tool_use):
-                await self._skip(pending[position + 1 :], tx.NOT_EXECUTED)
+            if not await self._execute(tool_use, pending[position + 1 :]):
                 return
 
-    async def _execute(self, tool_use: tx.Block) -> bool:
-        """Run one tool_use; False when it failed (its later siblings are then skipped)."""
+    async def _execute(self, tool_use: tx.Block, later: list[tx.Block]) -> bool:
+        """Run one tool_use; False when it failed. A failure answers its `later` siblings
+        as not executed in the same checkpoint, so a resumed run never runs them."""
         call = ev.call_event(tool_use)
         name, params = split_tool_use(tool_use)
         try:
             action = to_action(name, params, self.scale)
         except ActionInputError as exc:
             events = self._answer(tool_use, call, text=str(exc), is_error=True, executed=False)
-            await self._checkpoint([("tool.call", call), *events])
+            await self._checkpoint([("tool.call", call), *events, *self._skip(later)])
             return False
         call["action"] = action_to_json(action)
         announced = await self._clear_with_human(tool_use, call)
@@ -199,9 +214,12 @@ class AnthropicRun:
         image: ShotImage | None = None
         try:
             result = await self.ctx.computer.execute(action)
-            output, image = result.output, result.image
         except ComputerError as exc:
             error = str(exc) or type(exc).__name__
+        else:
+            # It ran: a cancel before its tool.result is committed still reports it.
+            self.ctx.note_executed(tool_use["id"], call["action"])
+            output, image = result.output, result.image
         duration_ms = int((time.monotonic() - started) * 1000)
         if output and isinstance(action, CursorPosition):
             output = cursor_to_model(output, self.scale)
@@ -215,13 +233,16 @@ class AnthropicRun:
             output=output,
             duration_ms=duration_ms,
         )
+        if error is not None:
+            events += self._skip(later)
         await self._checkpoint(events)
         return error is None
 
     async def _clear_with_human(self, tool_use: tx.Block, call: dict[str, Any]) -> bool:
         """Wait for a human when the session's policy flags this call; True when the
         tool.call event was already announced. A rejection or a timeout answers the
-        call (and its later siblings) without running it and halts the run."""
+        call (and its later siblings) without running it and halts the run, all in one
+        checkpoint that records the halt."""
         call_id = tool_use["id"]
         resuming = self.state.get("awaiting") == call_id
         checks = await self.ctx.policy_checks(call["action"])
@@ -241,10 +262,15 @@ class AnthropicRun:
         else:
             text = "Not executed: the safety check expired without a human's decision."
         events = self._answer(tool_use, call, text=text, is_error=True, executed=False)
+        events += self._skip(tx.unanswered_tool_uses(self.state["messages"]))
+        state = self.state
+        if state["current_turn"] is not None:  # every call of the turn is answered now
+            await self.ctx.record_turn(TurnRecord(**state["current_turn"]))
+            state["current_turn"] = None
+        stop = decision.stop_reason or "safety_check_rejected"
+        state["halted"] = {"stop_reason": stop, "message": text}
         await self._checkpoint(events)
-        rest = tx.unanswered_tool_uses(self.state["messages"])
-        await self._skip(rest, tx.NOT_EXECUTED)
-        raise RunHalted(decision.stop_reason or "safety_check_rejected", text)
+        raise RunHalted(stop, text)
 
     async def _settle_interrupted(self) -> None:
         """After a restart: the in-flight action may or may not have run. Never run it
@@ -258,12 +284,11 @@ class AnthropicRun:
         shot = await self._capture()
         call = ev.call_event(pending[at], self.state["in_flight"].get("action"))
         events = self._answer(pending[at], call, text=tx.INTERRUPTED, is_error=True, shot=shot)
-        await self._checkpoint(events)
-        await self._skip(pending[at + 1 :], tx.NOT_EXECUTED)
+        await self._checkpoint(events + self._skip(pending[at + 1 :]))
 
-    async def _skip(self, tool_uses: list[tx.Block], reason: str) -> None:
-        if not tool_uses:
-            return
+    def _skip(self, tool_uses: list[tx.Block]) -> list[Event]:
+        """Answer `tool_uses` as not executed; their events go into the checkpoint of the
+        answer that stopped them, so no resume can run them."""
         events: list[Event] = []
         for tool_use in tool_uses:
             call = ev.call_event(tool_use)
@@ -273,8 +298,10 @@ class AnthropicRun:
             except ActionInputError:
                 pass  # shown without a normalized action; it is not run either way
             events.append(("tool.call", call))
-            events.extend(self._answer(tool_use, call, text=reason, is_error=True, executed=False))
-        await self._checkpoint(events)
+            events.extend(
+                self._answer(tool_use, call, text=tx.NOT_EXECUTED, is_error=True, executed=False)
+            )
+        return events
 
     def _answer(
         self,

@@ -106,6 +106,9 @@ class CallExecutor:
                 output = (await self.ctx.computer.execute(action)).output
             except ComputerError as exc:
                 error = str(exc) or type(exc).__name__
+            else:
+                # It ran: a cancel before its tool.result is committed still reports it.
+                self.ctx.note_executed(call_id, action_json)
             duration_ms = int((time.monotonic() - started) * 1000)
             progress["done"] = index + 1
             self.state["in_flight"] = None

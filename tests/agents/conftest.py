@@ -87,6 +87,8 @@ class MemoryContext:
         self.policy_seen: list[dict[str, Any]] = []
         self.decisions: list[SafetyDecision | None] = []
         self.safety_calls: list[SafetyCall] = []
+        # note_executed calls: (call_id, action, the event types logged by then).
+        self.executed: list[tuple[str, dict[str, Any] | None, list[str]]] = []
 
     @property
     def state(self) -> dict[str, Any]:
@@ -119,6 +121,9 @@ class MemoryContext:
         self.states.append(_json(state))
         self.events.extend((type_, _json(data)) for type_, data in events)
         self._appended.set()
+
+    def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
+        self.executed.append((call_id, _json(action), self.types()))
 
     async def record_turn(self, turn: TurnRecord) -> None:
         self.turn_writes.append(TurnRecord(**_json(turn.__dict__)))
