@@ -43,6 +43,7 @@ State layout (JSON, what `ctx.checkpoint` stores):
     needs_screenshot the next run starts with a fresh screenshot (after a repair)
     continued        True after asking the model to continue an incomplete reply
     halted           {stop_reason, message} once a safety check stopped the run
+    failed           {type, message} once the run failed for good (cut short twice)
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def new_state() -> dict[str, Any]:
         "needs_screenshot": False,
         "continued": False,
         "halted": None,
+        "failed": None,
     }
 
 

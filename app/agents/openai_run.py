@@ -89,6 +89,7 @@ class OpenAIRun:
         state.update(run_id=self.config.run_id, next_turn=0, stop_reason=None, in_flight=None)
         state.update(awaiting=None, progress=None, current_turn=None, continued=False)
         state["halted"] = None
+        state["failed"] = None
         shot = None
         if state["last_shot"] is None or state["needs_screenshot"]:
             shot = await self.capture()
@@ -107,6 +108,10 @@ class OpenAIRun:
             # A crash between the rejection's checkpoint and the end of the run.
             halted = state["halted"]
             raise RunHalted(halted["stop_reason"], halted["message"])
+        if state.get("failed"):
+            # Likewise for a failure decided before the crash: it stays a failure.
+            failed = state["failed"]
+            raise ProviderError(failed["message"], type_=failed["type"])
         if state["in_flight"]:
             await self.calls.settle_interrupted()
             return None
@@ -166,10 +171,11 @@ class OpenAIRun:
         events.append(("turn.completed", {**completed, "stop_reason": stop}))
         if response.status == "incomplete" and not runnable and stop not in REFUSALS:
             if state["continued"]:
+                message = f"the response was cut short twice in a row ({stop})"
+                # Recorded in the same checkpoint, so a resume fails the same way.
+                state["failed"] = {"type": "max_tokens", "message": message}
                 await self.checkpoint(events)
-                raise ProviderError(
-                    f"the response was cut short twice in a row ({stop})", type_="max_tokens"
-                )
+                raise ProviderError(message, type_="max_tokens")
             # Ask once for the rest rather than ending on a half-written answer.
             state["continued"] = True
             state["items"].append(items_.user_message(CONTINUE_PROMPT))

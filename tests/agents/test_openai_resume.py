@@ -206,6 +206,14 @@ async def test_an_incomplete_reply_is_continued_once(
         await loop.run(again, ctx.state, "more", resumed=False)
     assert failed.value.type == "max_tokens"
 
+    # A crash right after that checkpoint: the resumed run fails the same way, at once.
+    sent = len(openai_fake.requests)
+    resumed = MemoryContext(openai_config(run_id="run_2"), FakeComputer(SCREEN), shots=ctx.shots)
+    with pytest.raises(ProviderError) as again_failed:
+        await loop.run(resumed, again.state, "more", resumed=True)
+    assert again_failed.value.type == "max_tokens"
+    assert len(openai_fake.requests) == sent  # no model call
+
 
 async def test_a_refusal_ends_the_run_and_its_call_is_never_answered(
     openai_fake: FakeOpenAI, openai_client: openai.AsyncOpenAI
