@@ -1,4 +1,5 @@
-"""BrowserComputer: a session's own Playwright context in the shared headless Chromium.
+"""BrowserComputer: a session's Playwright context, in the shared headless Chromium
+(BrowserPool) or in a remote one (cdp.CdpConnection): a ContextSource gives it.
 
 Normalized actions become Playwright mouse and keyboard calls on the active
 page. The active page follows the user's attention: a tab or popup the page
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Protocol
 
-from playwright.async_api import BrowserContext, Page, Route
+from playwright.async_api import BrowserContext, Page, Route, ViewportSize
 from playwright.async_api import Error as PlaywrightError
 
 from app.computers import browser_input as pw_input
@@ -39,14 +41,28 @@ from app.computers.browser_pool import BrowserPool, playwright_message
 from app.computers.browser_tab import BrowserTab
 from app.computers.domains import domain_matches, host_of
 
-__all__ = ["BrowserComputer", "BrowserPool"]
+__all__ = ["BrowserComputer", "BrowserPool", "ContextSource"]
 
 # Actions that can change the page and so are followed by a settle.
 _INPUT_ACTIONS = frozenset({"click", "mouse_up", "drag", "scroll", "type", "key", "hold_key"})
 
 
+def is_blank(url: str) -> bool:
+    """Whether a page shows nothing loaded yet (headless Chromium opens its new-tab page)."""
+    return not url or url.startswith(("about:blank", "chrome://newtab", "chrome://new-tab-page"))
+
+
+class ContextSource(Protocol):
+    """Where a BrowserComputer's context comes from, and how it is given back."""
+
+    async def new_context(self, display: Display) -> BrowserContext: ...
+
+    async def release_context(self, context: BrowserContext) -> None: ...
+
+
 class BrowserComputer:
-    """A Computer backed by one isolated BrowserContext of a BrowserPool's Chromium.
+    """A Computer backed by one BrowserContext: an isolated one of a BrowserPool's
+    Chromium, or a remote browser's (CdpComputer).
 
     Actions are meant to run one at a time (a session's loop awaits each);
     the cursor position is tracked here because Playwright's is per page.
@@ -54,7 +70,7 @@ class BrowserComputer:
 
     def __init__(
         self,
-        pool: BrowserPool,
+        pool: ContextSource,
         display: Display,
         *,
         start_url: str | None = None,
@@ -67,7 +83,7 @@ class BrowserComputer:
         self.blocked_domains = tuple(blocked_domains)
         self.settle_timeout_s = settle_timeout_s
         self.action_timeout_s = action_timeout_s
-        self._pool = pool
+        self._source = pool  # a BrowserPool, or a remote browser's CdpConnection
         self._context: BrowserContext | None = None
         self._tabs: dict[Page, BrowserTab] = {}
         self._active: BrowserTab | None = None
@@ -84,7 +100,7 @@ class BrowserComputer:
 
     async def start(self) -> None:
         """Open the context and a page at the display size, then load start_url if any."""
-        context = await self._pool.new_context(self.display)
+        context = await self._source.new_context(self.display)
         self._context = context
         context.set_default_timeout(self.action_timeout_s * 1000)
         context.on("page", self._on_page)
@@ -92,8 +108,14 @@ class BrowserComputer:
             # Only then: routing every request through Python has a cost.
             await context.route("**/*", self._stop_blocked_navigation)
         try:
-            tab = self._adopt(await context.new_page())
-            if self.start_url:
+            # A remote browser may show pages already: adopt them, the newest active.
+            for page in context.pages:
+                self._adopt(page)
+            tab = self._active or self._adopt(await context.new_page())
+            await self._fit(tab.page)
+            # Only into a page showing nothing yet: re-attaching to a remote browser
+            # (a resumed session) must not navigate away from where the session was.
+            if self.start_url and is_blank(tab.page.url):
                 await tab.page.goto(self.start_url, wait_until="domcontentloaded")
             tab.fresh = False
         except PlaywrightError as exc:
@@ -147,10 +169,17 @@ class BrowserComputer:
         tab = self._active
         assert tab is not None
         try:
+            await self._fit(tab.page)
             await tab.attach()
         except PlaywrightError as exc:
             raise ComputerError(f"The page is not reachable: {playwright_message(exc)}") from exc
         return tab
+
+    async def _fit(self, page: Page) -> None:
+        """Give the page the display's size where its context does not (a remote one's)."""
+        size = ViewportSize(width=self.display.width, height=self.display.height)
+        if page.viewport_size != size:
+            await page.set_viewport_size(size)
 
     async def current_url(self) -> str | None:
         return None if self._active is None else self._active.page.url
@@ -184,11 +213,11 @@ class BrowserComputer:
             ) from exc
         except PlaywrightError as exc:
             raise ComputerError(f"{action.type} failed: {playwright_message(exc)}") from exc
-        notes = [note for t in self._tabs.values() for note in t.take_dialog_notes()]
+        # What the page did that the screenshot may not show: dialogs, downloads, choosers.
+        notes = [note for t in self._tabs.values() for note in t.take_notes()]
         if notes:
-            text = "The page opened " + "; ".join(notes) + "."
             result = ActionResult(
-                output="\n".join(filter(None, [result.output, text])), image=result.image
+                output="\n".join(filter(None, [result.output, *notes])), image=result.image
             )
         return result
 
@@ -271,11 +300,11 @@ class BrowserComputer:
         return browser is None or browser.is_connected()
 
     async def close(self) -> None:
-        """Close this session's context (its pages, cookies and storage); idempotent."""
+        """Give the context back (the pool closes it with its pages, cookies and storage;
+        a remote browser is only disconnected from); idempotent."""
         self._closed = True
         context, self._context = self._context, None
         self._tabs.clear()
         self._active = None
         if context is not None:
-            with contextlib.suppress(PlaywrightError):
-                await context.close()
+            await self._source.release_context(context)

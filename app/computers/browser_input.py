@@ -64,11 +64,18 @@ async def held(page: Page, keys: list[str]) -> AsyncIterator[None]:
 
 
 async def navigate(page: Page, where: Literal["back", "forward", "reload"]) -> None:
-    """What the browser's own back/forward/reload controls do."""
+    """What the browser's own back/forward/reload controls do.
+
+    History moves wait for the commit only: a page restored from the back-forward
+    cache (on in a remote browser; Playwright turns it off in the ones it launches)
+    fires no load events, so waiting for one hangs until the timeout
+    (microsoft/playwright-mcp#1635). The computer's settle then waits for the
+    DOMContentLoaded of a page that does load.
+    """
     if where == "back":
-        await page.go_back(wait_until="domcontentloaded")
+        await page.go_back(wait_until="commit")
     elif where == "forward":
-        await page.go_forward(wait_until="domcontentloaded")
+        await page.go_forward(wait_until="commit")
     else:
         await page.reload(wait_until="domcontentloaded")
 

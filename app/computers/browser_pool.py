@@ -9,7 +9,11 @@ cache as a separate profile would, at a fraction of a process's cost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
@@ -37,6 +41,32 @@ CHROMIUM_ARGS = (
 LAUNCH_TIMEOUT_MS = 30_000
 
 
+HOME_PREFIX = "agent-sessions-chromium-"
+
+
+def _new_home() -> str:
+    """A temporary HOME for Chromium, named after this process.
+
+    A service killed outright (SIGKILL, the OOM killer) cannot remove its own:
+    the next one removes those whose process is gone.
+    """
+    for stale in glob.glob(os.path.join(tempfile.gettempdir(), f"{HOME_PREFIX}*")):
+        pid = os.path.basename(stale).removeprefix(HOME_PREFIX).split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: not ours to judge
+    return True
+
+
 def playwright_message(exc: BaseException) -> str:
     """The first line of a Playwright error: the rest is a call log meant for debugging."""
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
@@ -44,7 +74,10 @@ def playwright_message(exc: BaseException) -> str:
 
 
 class BrowserPool:
-    """Owns the Playwright driver and one Chromium; hands out isolated contexts."""
+    """Owns the Playwright driver and one Chromium; hands out isolated contexts.
+
+    Its driver also serves the cdp computers (see `playwright`).
+    """
 
     def __init__(
         self,
@@ -59,6 +92,7 @@ class BrowserPool:
         self._lock = asyncio.Lock()
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self._home: str | None = None
         self._closed = False
 
     @classmethod
@@ -85,19 +119,51 @@ class BrowserPool:
                     f"Chromium not found (CHROMIUM_PATH={path!r}); install it or set CHROMIUM_PATH"
                 )
             try:
-                if self._playwright is None:
-                    self._playwright = await async_playwright().start()
-                self._browser = await self._playwright.chromium.launch(
+                playwright = await self._driver()
+                self._browser = await playwright.chromium.launch(
                     executable_path=path,
                     args=list(self.args),
                     headless=self.headless,
                     timeout=LAUNCH_TIMEOUT_MS,
+                    env=self._environment(),
                 )
             except PlaywrightError as exc:
                 raise ComputerError(
                     f"Could not launch Chromium at {path}: {playwright_message(exc)}"
                 ) from exc
             return self._browser
+
+    async def playwright(self) -> Playwright:
+        """The Playwright driver, without launching Chromium: cdp computers attach through it,
+        so a service runs one driver whatever its computers."""
+        async with self._lock:
+            if self._closed:
+                raise ComputerError("The browser pool is shut down")
+            return await self._driver()
+
+    async def _driver(self) -> Playwright:
+        # Callers hold the lock: two first users must not start two drivers.
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        return self._playwright
+
+    def _environment(self) -> dict[str, str | float | bool]:
+        """Chromium's environment, with a HOME of its own in a temporary directory.
+
+        Its profile is already temporary (Playwright's), but Chromium also writes
+        under HOME (crash-report settings, a dconf cache) whatever its flags: this
+        keeps that out of the service user's home and removes it with the pool.
+        """
+        if self._home is None:
+            self._home = _new_home()
+        home = self._home
+        return {
+            **os.environ,
+            "HOME": home,
+            "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+            "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+            "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+        }
 
     async def new_context(self, display: Display) -> BrowserContext:
         """A fresh, isolated context whose viewport is the display."""
@@ -107,11 +173,19 @@ class BrowserPool:
                 viewport={"width": display.width, "height": display.height},
                 screen={"width": display.width, "height": display.height},
                 device_scale_factor=1,
+                # Chromium cancels every download, so no file is ever written; pages
+                # still report them (and BrowserTab tells the model).
+                accept_downloads=False,
             )
         except PlaywrightError as exc:
             raise ComputerError(
                 f"Could not open a browser context: {playwright_message(exc)}"
             ) from exc
+
+    async def release_context(self, context: BrowserContext) -> None:
+        """Close a context new_context gave out, with its pages, cookies and storage."""
+        with contextlib.suppress(PlaywrightError):
+            await context.close()
 
     async def close(self) -> None:
         """Close Chromium (and with it every context) and stop the Playwright driver."""
@@ -126,3 +200,6 @@ class BrowserPool:
                     pass  # already gone: nothing left to release
             if playwright is not None:
                 await playwright.stop()
+            home, self._home = self._home, None
+            if home is not None:
+                await asyncio.to_thread(shutil.rmtree, home, True)
