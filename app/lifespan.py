@@ -16,6 +16,7 @@ from app.agents.providers import LoopRegistry
 from app.agents.runner import Runner
 from app.computers import build_computer
 from app.computers.browser import BrowserPool
+from app.computers.kernel_api import kernel_client
 from app.db.engine import create_engine, create_sessionmaker, migrate
 from app.events.broker import Broker
 from app.events.log import EventLog
@@ -55,7 +56,12 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         event_log = EventLog(sessionmaker, broker, settings.event_batch_max)
         event_log.start()
         browsers = BrowserPool.from_settings(settings)
-        computers = SessionComputers(lambda spec: build_computer(spec, settings, browsers))
+        kernel = kernel_client(settings)  # one Kernel client (connection pool) per service
+        computers = SessionComputers(
+            lambda spec: build_computer(spec, settings, browsers, kernel),
+            idle_ttl_s=settings.computer_idle_ttl_s,
+        )
+        computers.start()
         loops = LoopRegistry(settings)
         runner = Runner(settings, sessionmaker, event_log, computers, loops.create)
         services = Services(
@@ -71,8 +77,11 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             services.begin_shutdown()
             await runner.shutdown(settings.shutdown_grace_s)
             broker.close()
-            await computers.close_all()
+            await computers.stop()
+            await computers.leave_all()
             await browsers.close()
+            if kernel is not None:
+                await kernel.close()
             await event_log.stop()
             await loops.close()
             await engine.dispose()

@@ -67,7 +67,23 @@ class Settings(BaseSettings):
     provider_backoff_max_s: float = 20.0
     provider_retry_after_max_s: float = 60.0
 
+    kernel_api_key: str | None = None
+    kernel_base_url: str | None = Field(
+        default=None, description="Kernel API endpoint; unset means Kernel's production API."
+    )
+    kernel_browser_timeout_s: int = Field(
+        default=3600,
+        ge=10,
+        le=259200,
+        description="Seconds without activity before Kernel ends a browser (its timeout_seconds).",
+    )
+
     chromium_path: str | None = Field(default_factory=find_chromium)
+    computer_idle_ttl_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Release the computer of a session idle this long (0: keep it until close).",
+    )
     browser_headless: bool = True
     enable_fake_computer: bool = False
 

@@ -32,7 +32,7 @@ from app.agents.computers import SessionComputers
 from app.agents.context import RunSuspended, ServiceRunContext
 from app.agents.retry import RetryPolicy
 from app.agents.safety import SafetyGate, check_event_data
-from app.computers.base import ComputerError, Display
+from app.computers.base import Computer, ComputerError, Display
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
 from app.events.log import EventLog, WriteRefused
@@ -191,6 +191,8 @@ class Runner:
 
     async def _supervise(self, session_id: str, run_id: str, resumed: bool) -> None:
         active = self._active[run_id]
+        # Until it ends, the session's computer is in use: never released as idle.
+        self._computers.run_started(session_id)
         try:
             await self._drive(active, session_id, run_id, resumed)
         except Exception:
@@ -208,6 +210,7 @@ class Runner:
             except Exception:
                 log.exception("could not record the failure of run %s", run_id)
         finally:
+            self._computers.run_ended(session_id)
             self._active.pop(run_id, None)
             self.safety_gate.forget(run_id)
             self._start_waiting()
@@ -239,6 +242,7 @@ class Runner:
             if active.cancel_reason is not None:
                 acquiring.cancel()
             computer = await acquiring
+            await self._remember_remote(session, computer)
         except asyncio.CancelledError:
             if active.cancel_reason is None:
                 raise  # this supervisor itself was cancelled
@@ -309,6 +313,21 @@ class Runner:
             active.inner.cancel()
             await asyncio.wait({active.inner})
         await self._conclude(active, loop, ctx)
+
+    async def _remember_remote(self, session: SessionRow, computer: Computer) -> None:
+        """A remote browser (kernel) is kept by its id, so a later process re-attaches
+        to it instead of creating another; store the id when it changed."""
+        backend = self._computers.get(session.id) or computer
+        session_ref = getattr(backend, "session_ref", None)
+        ref = session_ref() if callable(session_ref) else None
+        if ref is None or (session.computer or {}).get("kernel_session_id") == ref:
+            return
+        spec = {**(session.computer or {}), "kernel_session_id": ref}
+
+        async def save(db: AsyncSession) -> None:
+            await repo.update_session(db, session.id, computer=spec)
+
+        await self._log.append(session.id, None, apply=save)
 
     async def _conclude(self, active: _Active, loop: AgentLoop, ctx: ServiceRunContext) -> None:
         inner = active.inner

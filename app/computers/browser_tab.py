@@ -3,8 +3,9 @@
 It tracks whether the main frame is between the start of a navigation and
 its DOMContentLoaded (so an action that triggers a navigation can wait for the
 next page instead of sleeping a fixed time), answers JavaScript dialogs (which
-would otherwise block the page) and remembers them for the model, and
-captures screenshots through the faster of the two available paths.
+would otherwise block the page), refuses downloads and file choosers (the agent
+has no files to give and must not leave any behind), tells the model about all
+three, and captures screenshots through the faster of the two available paths.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import base64
 import contextlib
 
-from playwright.async_api import BrowserContext, CDPSession, Dialog, Page, Request
+from playwright.async_api import BrowserContext, CDPSession, Dialog, Download, Page, Request
 from playwright.async_api import Error as PlaywrightError
 
 from app.computers.base import ShotImage
@@ -25,7 +26,7 @@ NEXT_FRAME_JS = "() => new Promise(r => { requestAnimationFrame(() => r()); setT
 
 
 class BrowserTab:
-    """A page plus its navigation state, pending dialog notes and CDP session."""
+    """A page plus its navigation state, pending notes for the model and CDP session."""
 
     def __init__(self, page: Page, context: BrowserContext) -> None:
         self.page = page
@@ -34,24 +35,35 @@ class BrowserTab:
         self.fresh = True
         self.loaded = asyncio.Event()
         self.loaded.set()
-        self.dialogs: list[str] = []
+        self.notes: list[str] = []  # sentences for the model about what the page did
         # Set by CDP's Page.windowOpen, which arrives before the input that caused it
         # returns; Playwright's own "page" event for the new tab can come ~100 ms later.
         self.popup_requested = asyncio.Event()
         self._cdp: CDPSession | None = None
         page.on("request", self._on_request)
         page.on("requestfailed", self._on_request_done)
-        page.on("download", lambda _download: self.loaded.set())
+        page.on("download", self._on_download)
         page.on("domcontentloaded", lambda _page: self.loaded.set())
         page.on("dialog", self._on_dialog)
 
     async def attach(self) -> None:
-        """Open this tab's CDP session (screenshots, popup notices) if not open yet."""
+        """Open this tab's CDP session (screenshots, popup and file chooser notices) if not
+        open yet."""
         if self._cdp is not None:
             return
         cdp = await self._context.new_cdp_session(self.page)
         cdp.on("Page.windowOpen", lambda _params: self.popup_requested.set())
+        # Like windowOpen, this arrives before the click that opened the chooser returns
+        # (Playwright's "filechooser" event can come after the action's notes are read).
+        cdp.on("Page.fileChooserOpened", self._on_file_chooser)
         await cdp.send("Page.enable")
+        intercept = {"enabled": True, "cancel": True}
+        try:
+            # Chromium cancels the chooser (the input gets its `cancel` event) and tells us.
+            await cdp.send("Page.setInterceptFileChooserDialog", intercept)
+        except PlaywrightError:
+            # A Chromium older than `cancel` (M129): the chooser is still never shown.
+            await cdp.send("Page.setInterceptFileChooserDialog", {"enabled": True})
         self._cdp = cdp
 
     def _is_main_navigation(self, request: Request) -> bool:
@@ -75,12 +87,28 @@ class BrowserTab:
         # the navigation the model asked for goes ahead.
         accept = dialog.type == "beforeunload"
         verdict = "accepted" if accept else "dismissed"
-        self.dialogs.append(f"a {dialog.type} dialog {dialog.message!r} ({verdict})")
+        self.notes.append(f"The page opened a {dialog.type} dialog {dialog.message!r} ({verdict}).")
         with contextlib.suppress(PlaywrightError):
             await (dialog.accept() if accept else dialog.dismiss())
 
-    def take_dialog_notes(self) -> list[str]:
-        notes, self.dialogs = self.dialogs, []
+    def _on_download(self, download: Download) -> None:
+        # The context does not accept downloads (see BrowserPool.new_context): Chromium
+        # has already cancelled it. A navigation that became a download is over.
+        # An <a download> click is announced only once the server answers (nothing
+        # comes before): if that is after the click's settle, the next action tells it.
+        self.loaded.set()
+        self.notes.append(
+            f"The page started a download of {download.suggested_filename!r}; "
+            "downloads are not supported and it was discarded."
+        )
+
+    def _on_file_chooser(self, _params: object) -> None:
+        self.notes.append(
+            "The page opened a file chooser; uploading files is not supported, so it was dismissed."
+        )
+
+    def take_notes(self) -> list[str]:
+        notes, self.notes = self.notes, []
         return notes
 
     async def settle(self, timeout_s: float) -> None:

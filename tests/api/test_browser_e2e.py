@@ -5,7 +5,8 @@ server and reports every click and keystroke it receives back to that server,
 so what the page saw is read from outside the browser rather than trusted from
 the service's own events. Also: one Chromium per service, no contexts or
 processes left behind by closed sessions (even one closed while a run is being
-started) or by a stopped service.
+started, or fifty in a row), by a crashed Chromium or by a stopped service; a
+crash in the middle of a run is reported and the run goes on in a new browser.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import asyncio
 import base64
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -323,6 +326,39 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 5.0) 
         await asyncio.sleep(0.05)
 
 
+def chromium_home(root: int) -> str:
+    """The HOME the pool gave its Chromium (a temporary directory of its own)."""
+    with open(f"/proc/{root}/environ", "rb") as f:
+        environ = dict(item.partition(b"=")[::2] for item in f.read().split(b"\0") if item)
+    return environ[b"HOME"].decode()
+
+
+def the_browser(before: set[int]) -> tuple[int, dict[int, Proc]]:
+    """The one Chromium browser process this test's service runs, and the process table."""
+    procs = processes()
+    launched = browser_processes(procs) - before
+    assert len(launched) == 1, f"expected one Chromium for all sessions, got {launched}"
+    (root,) = launched
+    return root, procs
+
+
+async def nothing_left_of(roots: set[int], driver: int, dirs: set[str], before: set[int]) -> None:
+    """After the service stopped: its Chromiums, every helper and Playwright's driver are
+    gone, and so are the temporary directories (profiles, Chromium's HOME) they used."""
+
+    def all_gone() -> bool:
+        procs = processes()
+        return (
+            not roots & set(procs)
+            and driver not in procs
+            and not any(f"--user-data-dir={d}" in p.cmdline for p in procs.values() for d in dirs)
+            and browser_processes(procs) <= before
+            and not any(os.path.exists(d) for d in dirs)
+        )
+
+    await eventually(all_gone, "Chromium processes (or their directories) outlived the service")
+
+
 async def test_closed_sessions_and_a_stopped_service_leave_no_browser_behind(
     clean_db: str, strict_fake: FakeAnthropic, page: Page
 ) -> None:
@@ -381,17 +417,7 @@ async def test_closed_sessions_and_a_stopped_service_leave_no_browser_behind(
 
     # Stopping the service stops its Chromium, every helper and Playwright's driver,
     # and Playwright removes the temporary profile.
-    def all_gone() -> bool:
-        procs = processes()
-        return (
-            root not in procs
-            and driver not in procs
-            and not any(f"--user-data-dir={profile}" in p.cmdline for p in procs.values())
-            and browser_processes(procs) <= before
-            and not os.path.exists(profile)
-        )
-
-    await eventually(all_gone, "Chromium processes (or their profile) outlived the service")
+    await nothing_left_of({root}, driver, {profile}, before)
 
 
 async def test_a_run_started_while_the_session_closes_leaves_no_context(
@@ -422,3 +448,141 @@ async def test_a_run_started_while_the_session_closes_leaves_no_context(
             await service.client.get(f"/v1/sessions/{sid}/events", params={"format": "json"})
         ).json()["data"]
         assert log[-1]["type"] == "session.closed", types(log)
+
+
+async def test_fifty_sessions_created_and_closed_leave_no_browser_behind(
+    clean_db: str, strict_fake: FakeAnthropic, page: Page
+) -> None:
+    total, batch = 50, 5
+    strict_fake.enqueue(*[text_message("ok")] * total)
+    before = browser_processes(processes())
+
+    async with ServiceServer(make_settings(clean_db, strict_fake.base_url)) as service:
+        pool, computers = service.services.browsers, service.services.computers
+
+        async def open_use_close(index: int) -> None:
+            # Created without a task; a tiny run creates its browser; then closed.
+            session = await create_session(
+                service.client, computer=browser_computer(page.url, 400, 300)
+            )
+            sid = session["id"]
+            started = await service.client.post(f"/v1/sessions/{sid}/runs", json={"input": "hi"})
+            run = await wait_for_run(service.client, sid, started.json()["id"])
+            assert run["status"] == "completed" and run["output"] == "ok", (index, run)
+            closed = await service.client.delete(f"/v1/sessions/{sid}")
+            assert closed.status_code == 200 and closed.json()["status"] == "closed"
+
+        roots: set[int] = set()
+        for first in range(0, total, batch):
+            await asyncio.gather(*(open_use_close(i) for i in range(first, first + batch)))
+            roots.add(the_browser(before)[0])
+            assert pool.contexts == [] and len(computers) == 0
+        assert strict_fake.script_errors == [] and strict_fake.pending == 0
+        assert len(roots) == 1, f"Chromium was relaunched: {roots}"
+        root, procs = the_browser(before)
+        profile, home, driver = user_data_dir(procs[root]), chromium_home(root), procs[root].ppid
+        await eventually(
+            lambda: not renderers(processes(), tree(processes(), root)),
+            "renderer processes outlived their closed sessions",
+        )
+    await nothing_left_of({root}, driver, {profile, home}, before)
+
+
+async def test_a_crashed_browser_leaves_nothing_behind(
+    clean_db: str, strict_fake: FakeAnthropic, page: Page
+) -> None:
+    sessions = 3
+    strict_fake.enqueue(*[text_message("ok")] * (2 * sessions))
+    before = browser_processes(processes())
+
+    async with ServiceServer(make_settings(clean_db, strict_fake.base_url)) as service:
+        pool = service.services.browsers
+
+        async def tiny_run(sid: str) -> None:
+            started = await service.client.post(f"/v1/sessions/{sid}/runs", json={"input": "hi"})
+            run = await wait_for_run(service.client, sid, started.json()["id"])
+            assert run["status"] == "completed", run
+
+        created = [
+            await create_session(service.client, computer=browser_computer(page.url, 400, 300))
+            for _ in range(sessions)
+        ]
+        sids = [str(session["id"]) for session in created]
+        await asyncio.gather(*(tiny_run(sid) for sid in sids))
+        crashed, procs = the_browser(before)
+        crashed_tree = tree(procs, crashed)
+        crashed_profile, home = user_data_dir(procs[crashed]), chromium_home(crashed)
+        driver = procs[crashed].ppid
+
+        os.kill(crashed, signal.SIGKILL)
+        # Its helpers (zygotes, renderers, utilities) follow it, and Playwright removes its
+        # profile; the contexts are gone with it.
+        await eventually(
+            lambda: not crashed_tree & set(processes()) and not os.path.exists(crashed_profile),
+            "processes (or the profile) of the crashed Chromium outlived it",
+        )
+        assert pool.contexts == []
+
+        # The next runs get browsers in one new Chromium, in the same temporary HOME.
+        await asyncio.gather(*(tiny_run(sid) for sid in sids))
+        root, procs = the_browser(before)
+        assert root != crashed and procs[root].ppid == driver and chromium_home(root) == home
+        assert len(pool.contexts) == sessions
+        profile = user_data_dir(procs[root])
+        for sid in sids:
+            assert (await service.client.delete(f"/v1/sessions/{sid}")).status_code == 200
+        assert pool.contexts == [] and len(service.services.computers) == 0
+        assert strict_fake.script_errors == []
+    await nothing_left_of({crashed, root}, driver, {crashed_profile, profile, home}, before)
+
+
+async def test_a_browser_crash_mid_run_is_an_error_and_the_run_goes_on_in_a_new_browser(
+    service: Service, strict_fake: FakeAnthropic, page: Page
+) -> None:
+    before = browser_processes(processes())
+    crashed_ = threading.Event()
+
+    async def after_the_crash(_request: RecordedRequest) -> dict[str, Any]:
+        # The model "thinks" until the test has killed Chromium.
+        assert await asyncio.to_thread(crashed_.wait, 10)
+        return tool_use_message(computer_call("left_click", coordinate=list(SEND_CENTER)))
+
+    strict_fake.enqueue(
+        tool_use_message(computer_call("left_click", coordinate=list(FIELD_CENTER))),
+        after_the_crash,  # refused: it was chosen on the crashed browser's screen
+        tool_use_message(computer_call("left_click", coordinate=list(SEND_CENTER))),
+        text_message("Sent."),
+    )
+    session = await create_session(
+        service.client, task="Press Send", computer=browser_computer(page.url, 800, 600)
+    )
+    sid = session["id"]
+    await strict_fake.wait_for_requests(2)
+    crashed, _ = the_browser(before)
+    dead = service.services.computers.get(sid)
+    assert dead is not None
+    os.kill(crashed, signal.SIGKILL)
+    await eventually(lambda: not dead.is_alive(), "Playwright did not notice the crash")
+    crashed_.set()
+
+    run = await wait_for_run(service.client, sid, session["active_run_id"])
+    assert run["status"] == "completed" and run["output"] == "Sent.", run
+    assert strict_fake.script_errors == []
+    events = (
+        await service.client.get(f"/v1/sessions/{sid}/events", params={"format": "json"})
+    ).json()["data"]
+    results = [e["data"] for e in events if e["type"] == "tool.result"]
+    assert [r["is_error"] for r in results] == [False, True, False]
+    assert results[1]["error"] == (
+        f"The browser crashed and was restarted at {page.url}; "
+        "this action was not run. Look at the screen again."
+    )
+    # The model saw the error with a screenshot of the new browser, then went on there.
+    for result in results[1:]:
+        assert result["screenshot"] is not None and result["screenshot"]["page_url"] == page.url
+    computer = service.services.computers.get(sid)
+    assert computer is not None and computer is not dead and computer.is_alive()
+    assert the_browser(before)[0] != crashed
+    # What the pages saw: the first click in the crashed browser, one Send in the new one.
+    reports = await page.wait_for(lambda got: any(r.get("target") == "send" for r in got))
+    assert sorted(r["target"] for r in reports if r["type"] == "click") == ["field", "send"]

@@ -1,5 +1,6 @@
 """The session's browser through the service: a cancel during a slow browser start
-takes effect at once and leaks nothing; a session whose Chromium died gets a new one."""
+takes effect at once and leaks nothing; a session whose Chromium died gets a new one;
+an idle session's browser is released and re-created where the session was."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.api.helpers import create_session, wait_for_run
-from tests.browser_support import require_chromium
-from tests.conftest import Service
+from tests.browser_support import Page, require_chromium, serve_pages
+from tests.conftest import Service, ServiceServer, make_settings
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
     computer_call,
@@ -103,3 +104,85 @@ async def test_a_dead_browser_is_replaced_for_the_next_run(
         await service.client.get(f"/v1/sessions/{sid}/turns", params={"run_id": run["id"]})
     ).json()
     assert turns["data"][0]["results"][0]["is_error"] is False
+
+
+# Two pages that report their loads and clicks: /a.html links to /b.html.
+LINK = (110, 35)  # #next on /a.html: left 20, top 20, 180x30
+BUTTON = (110, 85)  # #ok on /b.html: left 20, top 70, 180x30
+_REPORTING = b"""<!doctype html>
+<html><head><meta charset="utf-8"><style>
+  html, body { margin: 0; }
+  a, button { position: absolute; display: block; box-sizing: border-box; margin: 0;
+              left: 20px; width: 180px; height: 30px; }
+  #next { top: 20px; } #ok { top: 70px; }
+</style></head><body>%s<script>
+  let seq = 0;
+  const report = (data) => fetch("/report", {
+    method: "POST", keepalive: true, headers: {"content-type": "application/json"},
+    body: JSON.stringify({seq: ++seq, path: location.pathname, ...data}),
+  });
+  report({type: "load"});
+  document.addEventListener("click", (e) => report({type: "click", target: e.target.id}), true);
+</script></body></html>"""
+TWO_PAGES = {
+    "/a.html": _REPORTING % b'<a id="next" href="/b.html">next</a>',
+    "/b.html": _REPORTING % b'<button id="ok">ok</button>',
+}
+
+
+async def test_an_idle_browser_is_released_and_the_next_run_reopens_the_last_page(
+    clean_db: str, anthropic_fake: FakeAnthropic
+) -> None:
+    require_chromium()
+    anthropic_fake.strict = True
+    settings = make_settings(clean_db, anthropic_fake.base_url, computer_idle_ttl_s=0.5)
+    with serve_pages(TWO_PAGES) as server:
+        page = Page(server.url("/a.html"), server)
+        async with ServiceServer(settings) as service:
+            computers, pool = service.services.computers, service.services.browsers
+            # A run that lasts longer than the TTL keeps its browser: the wait, then the
+            # click on the link, run on the same page.
+            anthropic_fake.enqueue(
+                tool_use_message(computer_call("wait", duration=1)),
+                tool_use_message(computer_call("left_click", coordinate=list(LINK))),
+                text_message("on b"),
+            )
+            session = await create_session(
+                service.client, task="go to b", computer={"type": "browser", "start_url": page.url}
+            )
+            sid = session["id"]
+            run = await wait_for_run(service.client, sid, session["active_run_id"])
+            assert run["status"] == "completed" and anthropic_fake.script_errors == [], run
+            reports = await page.wait_for(lambda got: any(r["path"] == "/b.html" for r in got))
+            # Each page numbers its own reports: compare them as a set.
+            assert {(r["type"], r["path"]) for r in reports} == {
+                ("load", "/a.html"),
+                ("click", "/a.html"),
+                ("load", "/b.html"),
+            }
+
+            # Idle: the computer and its browser context go once the TTL has passed.
+            deadline = time.monotonic() + 5
+            while computers.get(sid) is not None or pool.contexts:
+                assert time.monotonic() < deadline, "the idle browser was not released"
+                await asyncio.sleep(0.05)
+
+            server.clear()
+            anthropic_fake.enqueue(
+                tool_use_message(computer_call("left_click", coordinate=list(BUTTON))),
+                text_message("clicked ok"),
+            )
+            follow = await service.client.post(f"/v1/sessions/{sid}/runs", json={"input": "ok"})
+            run = await wait_for_run(service.client, sid, follow.json()["id"])
+            assert run["status"] == "completed" and anthropic_fake.script_errors == [], run
+            # Re-created where the session was: the page server saw /b.html load again,
+            # then the click on its button.
+            reports = await page.wait_for(lambda got: any(r["type"] == "click" for r in got))
+            assert [(r["type"], r["path"], r.get("target")) for r in reports] == [
+                ("load", "/b.html", None),
+                ("click", "/b.html", "ok"),
+            ]
+            turns = (
+                await service.client.get(f"/v1/sessions/{sid}/turns", params={"run_id": run["id"]})
+            ).json()
+            assert turns["data"][0]["results"][0]["is_error"] is False
