@@ -43,12 +43,18 @@ def _check_create(body: schemas.SessionCreate, services: ServicesDep) -> None:
     kind = body.computer.type
     if kind == "fake" and not settings.enable_fake_computer:
         raise _invalid("computer.type", "the fake computer is disabled (ENABLE_FAKE_COMPUTER)")
-    if kind in ("cdp", "kernel"):
-        raise _invalid(
-            "computer.type", f"the {kind!r} computer is not available on this service yet"
-        )
+    if kind == "kernel" and not settings.kernel_api_key:
+        raise _invalid("computer.type", "the kernel computer needs KERNEL_API_KEY on this service")
+    if kind == "cdp" and body.computer.cdp_url is None:
+        raise _invalid("computer.cdp_url", "a cdp computer needs cdp_url (its DevTools URL)")
     if body.computer.cdp_url is not None and kind != "cdp":
         raise _invalid("computer.cdp_url", "only a cdp computer takes cdp_url")
+    if kind == "kernel":
+        # Kernel's Computer Controls cannot report the page's URL: a domain policy
+        # could not be enforced, and a policy that silently does nothing is worse.
+        for name in ("allowed_domains", "blocked_domains"):
+            if getattr(body.safety, name):
+                raise _invalid(f"safety.{name}", "not enforceable on a kernel computer")
 
 
 @router.post(

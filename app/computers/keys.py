@@ -5,9 +5,10 @@ also a name Playwright's `keyboard.down/up/press` accepts as is: "Control",
 "Shift", "Alt", "Meta", "Enter", "Tab", "Escape", "Backspace", "Delete",
 "ArrowUp", "PageDown", "F5"..., and a printable key as its single character
 (space is " "). Letters keep their case only when a key is pressed alone:
-inside a chord they are lowercased, because the chord names the physical key
-and a held "Shift" (if any) is what makes it uppercase. So "ctrl+A" and
-"ctrl+a" both mean select-all, while a lone "A" types a capital A.
+inside a chord the chord names the physical key, so a letter's case follows
+Shift: lower case without it ("ctrl+A" and "ctrl+a" both mean select-all),
+upper case with it ("ctrl+shift+t" -> Control, Shift, "T"), which is the key a
+real keyboard reports. A lone "A" types a capital A.
 
 Anthropic sends xdotool keysyms ("ctrl+shift+t", "Return", "Page_Down"),
 OpenAI sends arrays of upper-case names (["CTRL", "L"], "ARROWDOWN"). An
@@ -215,9 +216,18 @@ def check_normalized_keys(keys: list[str]) -> None:
 def _chord(names: list[str], source: str) -> list[str]:
     in_chord = len(names) > 1
     try:
-        return [normalize_key(name, in_chord=in_chord) for name in names]
+        keys = [normalize_key(name, in_chord=in_chord) for name in names]
     except ComputerError as exc:
         raise ComputerError(f"{exc} in key combination {source!r}") from None
+    if "Shift" in keys:
+        # Shift+t reports "T" on a real keyboard; Playwright (and CDP) report what they
+        # are given, so the chord must carry the capital for the page to see it.
+        keys = [key.upper() if _is_letter(key) else key for key in keys]
+    return keys
+
+
+def _is_letter(key: str) -> bool:
+    return len(key) == 1 and key.isascii() and key.isalpha()
 
 
 def parse_xdotool_combo(text: str) -> list[str]:
@@ -264,7 +274,7 @@ def parse_openai_keys(keys: list[str]) -> list[str]:
     """An OpenAI keypress array (["CTRL", "L"], ["ENTER"]) -> normalized keys.
 
     OpenAI spells letters in upper case even when it means the plain key, so
-    letters are always lowercased here; a held "SHIFT" produces the capital.
+    letters are lowercased here; a held "SHIFT" makes them capitals again.
     """
     if not keys:
         raise ComputerError("Empty key list")
@@ -272,8 +282,7 @@ def parse_openai_keys(keys: list[str]) -> list[str]:
     for key in keys:
         # Tolerate a combo squeezed into one element ("CTRL+C").
         names.extend(_split_plus(key) if len(key) > 1 and "+" in key else [key])
-    normalized = _chord(names, "+".join(keys))
-    return [k.lower() if len(k) == 1 and k.isascii() and k.isalpha() else k for k in normalized]
+    return _chord([name.lower() if _is_letter(name) else name for name in names], "+".join(keys))
 
 
 def parse_modifiers(text: str | None) -> list[str]:

@@ -77,7 +77,7 @@ def test_tool_params() -> None:
             {"type": "scroll", "x": 10, "y": 10, "scroll_x": -50, "scroll_y": 75},
             Scroll(x=20, y=20, dx=-1.0, dy=1.5),
         ),
-        ({"type": "keypress", "keys": ["CTRL", "SHIFT", "T"]}, Key(keys=["Control", "Shift", "t"])),
+        ({"type": "keypress", "keys": ["CTRL", "SHIFT", "T"]}, Key(keys=["Control", "Shift", "T"])),
         ({"type": "keypress", "keys": ["ARROWDOWN"]}, Key(keys=["ArrowDown"])),
         ({"type": "type", "text": "Hi there"}, Type(text="Hi there")),
         ({"type": "wait"}, Wait(seconds=2.0)),

@@ -9,6 +9,7 @@ import pytest
 from app.computers import build_computer
 from app.computers.base import ComputerError, Display
 from app.computers.browser import BrowserComputer, BrowserPool
+from app.computers.cdp import CdpComputer
 from app.computers.fake import FakeComputer
 from app.settings import Settings
 
@@ -40,11 +41,22 @@ def test_browser_uses_the_pool_and_default_display() -> None:
         build_computer({"type": "browser"}, config, None)
 
 
+def test_cdp_attaches_through_the_pool_driver() -> None:
+    pool = BrowserPool("/nonexistent/chromium")  # a cdp computer never launches Chromium
+    spec = {"type": "cdp", "cdp_url": "ws://127.0.0.1:9222/devtools/browser/x", "start_url": None}
+    computer = build_computer(spec, settings(), pool)
+    assert isinstance(computer, CdpComputer)
+    assert computer.cdp_url == spec["cdp_url"] and computer.display == Display(1280, 800)
+    with pytest.raises(ComputerError, match="BrowserPool"):
+        build_computer(spec, settings(), None)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "cdp", "cdp_url": "http://127.0.0.1:9222"}, "cdp computer is not supported yet"),
-        ({"type": "kernel"}, "kernel computer is not supported yet"),
+        ({"type": "cdp"}, "cdp_url is required for a cdp computer"),
+        ({"type": "cdp", "cdp_url": ""}, "cdp_url is required"),
+        ({"type": "kernel"}, "needs a Kernel API key \\(set KERNEL_API_KEY\\)"),
         ({"type": "vnc"}, "Unknown computer type 'vnc'"),
         ({"type": "fake", "display": {"width": 0, "height": 10}}, "display.width"),
         ({"type": "fake", "display": {"width": 10, "height": "tall"}}, "display.height"),

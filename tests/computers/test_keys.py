@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from app.computers.base import ComputerError
+from app.agents import anthropic_tools, openai_tools
+from app.computers import kernel_keys
+from app.computers.base import Click, ComputerError, Display, HoldKey, Key
 from app.computers.keys import (
+    MODIFIER_KEYS,
     NAMED_KEYS,
     check_normalized_keys,
     is_normalized_key,
@@ -15,12 +18,16 @@ from app.computers.keys import (
     parse_xdotool_combo,
     parse_xdotool_sequence,
 )
+from app.computers.scaling import ScaleMap
+from tests.computers.documented_keys import ANTHROPIC_KEYS, OPENAI_KEYS, DocumentedKey
+
+SCALE = ScaleMap.identity(Display(1280, 800))
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("ctrl+shift+t", ["Control", "Shift", "t"]),
+        ("ctrl+shift+t", ["Control", "Shift", "T"]),  # Shift makes the capital
         ("ctrl+s", ["Control", "s"]),
         ("ctrl+A", ["Control", "a"]),  # inside a chord the letter names the physical key
         ("A", ["A"]),  # alone it types the capital
@@ -81,7 +88,8 @@ from app.computers.keys import (
         ("Menu", ["ContextMenu"]),
         ("XF86AudioRaiseVolume", ["AudioVolumeUp"]),
         ("ArrowDown", ["ArrowDown"]),  # normalized names are accepted as is
-        ("Control+Shift+T", ["Control", "Shift", "t"]),
+        ("Control+Shift+T", ["Control", "Shift", "T"]),
+        ("shift+a", ["Shift", "A"]),
         ("\n", ["Enter"]),
         ("\t", ["Tab"]),
         ("1", ["1"]),
@@ -118,7 +126,7 @@ def test_parse_xdotool_sequence() -> None:
     ("keys", "expected"),
     [
         (["CTRL", "L"], ["Control", "l"]),
-        (["CTRL", "SHIFT", "T"], ["Control", "Shift", "t"]),
+        (["CTRL", "SHIFT", "T"], ["Control", "Shift", "T"]),
         (["ENTER"], ["Enter"]),
         (["RETURN"], ["Enter"]),
         (["ARROWDOWN"], ["ArrowDown"]),
@@ -142,7 +150,7 @@ def test_parse_xdotool_sequence() -> None:
         (["HOME"], ["Home"]),
         (["END"], ["End"]),
         (["A"], ["a"]),  # OpenAI spells plain letters in upper case
-        (["SHIFT", "A"], ["Shift", "a"]),
+        (["SHIFT", "A"], ["Shift", "A"]),  # ... and a held Shift the capital
         (["CTRL+C"], ["Control", "c"]),
         (["/"], ["/"]),
         (["F1"], ["F1"]),
@@ -191,3 +199,36 @@ def test_every_alias_lands_on_a_normalized_name() -> None:
         check_normalized_keys(["ctrl"])
     with pytest.raises(ComputerError):
         check_normalized_keys(["\n"])  # control characters are spelled "Enter"
+
+
+@pytest.mark.parametrize("entry", ANTHROPIC_KEYS, ids=lambda e: e.id)
+def test_every_documented_anthropic_key(entry: DocumentedKey) -> None:
+    """key and hold_key take the same syntax; the chord reaches each backend in its names."""
+    assert isinstance(entry.wire, str)
+    key = anthropic_tools.to_action("key", {"text": entry.wire}, SCALE)
+    hold = anthropic_tools.to_action("hold_key", {"text": entry.wire, "duration": 1}, SCALE)
+    assert key == Key(keys=list(entry.keys))
+    assert hold == HoldKey(keys=list(entry.keys), seconds=1)
+    assert kernel_keys.chord(list(entry.keys)) == entry.kernel
+
+
+@pytest.mark.parametrize("entry", OPENAI_KEYS, ids=lambda e: e.id)
+def test_every_documented_openai_key(entry: DocumentedKey) -> None:
+    assert isinstance(entry.wire, tuple)
+    action = openai_tools.to_action({"type": "keypress", "keys": list(entry.wire)}, SCALE)
+    assert action == Key(keys=list(entry.keys))
+    assert kernel_keys.chord(list(entry.keys)) == entry.kernel
+
+
+def test_documented_modifiers_held_during_mouse_actions() -> None:
+    # The click/scroll `text` (Anthropic) and `keys` (OpenAI) name held modifiers.
+    anthropic = [e for e in ANTHROPIC_KEYS if e.wire in ("ctrl", "shift", "ctrl+shift", "super")]
+    openai = [e for e in OPENAI_KEYS if len(e.keys) == 1 and e.keys[0] in MODIFIER_KEYS]
+    assert len(anthropic) == 4 and len(openai) == 7  # ALT CMD CTRL OPTION SHIFT SUPER WIN
+    for entry in anthropic:
+        assert isinstance(entry.wire, str)
+        assert parse_modifiers(entry.wire) == list(entry.keys)
+    for entry in openai:
+        raw = {"type": "click", "button": "left", "x": 1, "y": 1, "keys": list(entry.wire)}
+        click = openai_tools.to_action(raw, SCALE)
+        assert isinstance(click, Click) and click.modifiers == list(entry.keys)
