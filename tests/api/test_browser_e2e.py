@@ -34,6 +34,7 @@ from tests.fakes.anthropic_server import (
     computer_call,
     text_message,
     tool_use_message,
+    toolset_call,
 )
 
 pytestmark = pytest.mark.browser
@@ -192,6 +193,48 @@ async def test_a_run_drives_the_real_page_over_http(
     assert [png_of(image) for image in images_of(last_user)] == [(1280, 800)]
     session_now = (await service.client.get(f"/v1/sessions/{sid}")).json()
     assert session_now["status"] == "idle" and session_now["last_run"]["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("tool_version", "call"),
+    [("computer_toolset_20260801", toolset_call), ("computer_20250124", computer_call)],
+)
+async def test_other_anthropic_wire_formats_drive_the_page(
+    service: Service,
+    strict_fake: FakeAnthropic,
+    page: Page,
+    tool_version: str,
+    call: Callable[..., dict[str, Any]],
+) -> None:
+    """The GA toolset (one tool_use per action, toolset_name) and an older beta tool,
+    chosen by options.tool_version, through the whole service."""
+    strict_fake.enqueue(
+        tool_use_message(call("left_click", coordinate=list(FIELD_CENTER))),
+        tool_use_message(call("type", text="ga")),
+        tool_use_message(call("left_click", coordinate=list(SEND_CENTER))),
+        text_message("done"),
+    )
+    session = await create_session(
+        service.client,
+        task="fill and send",
+        computer=browser_computer(page.url, 1280, 800),
+        options={"tool_version": tool_version},
+    )
+    run = await wait_for_run(service.client, session["id"], session["active_run_id"])
+    assert run["status"] == "completed", run
+    assert strict_fake.script_errors == []
+    first = strict_fake.requests[0].body
+    assert first["tools"][0]["type"] == tool_version
+    if tool_version == "computer_toolset_20260801":
+        results = [
+            b
+            for b in strict_fake.requests[1].body["messages"][-1]["content"]
+            if b["type"] == "tool_result"
+        ]
+        assert results[0]["toolset_name"] == "computer"
+    reports = await page.wait_for(lambda got: any(r.get("target") == "send" for r in got))
+    clicks = [(r["target"], r["x"], r["y"], r["value"]) for r in reports if r["type"] == "click"]
+    assert clicks == [("field", *FIELD_CENTER, ""), ("send", *SEND_CENTER, "ga")]
 
 
 async def test_a_larger_screen_is_scaled_for_the_model_and_clicks_land_right(
