@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     openai_base_url: str | None = None
 
-    default_provider: str = "anthropic"
     default_anthropic_model: str = "claude-sonnet-4-6"
     default_openai_model: str = "gpt-5.4"
     default_max_steps: int = Field(default=50, ge=1, le=1000)
