@@ -193,7 +193,18 @@ class ResilientComputer:
         return self._backend
 
     async def start(self) -> None:
-        await self._backend.start()
+        try:
+            await self._backend.start()
+        except ComputerError:
+            if _opening(self._spec, self._url) is self._spec:
+                raise  # opened where the tenant asked: its failure is theirs to see
+            # The page the session was last on no longer loads (down, gone, now a
+            # download): open where the session started instead of failing every run.
+            log.warning("reopening %s failed; starting at start_url instead", self._url)
+            await _close_quietly(self._backend, f"the computer of {self._session_id}")
+            self._url = self._spec.get("start_url")
+            self._backend = self._factory(self._spec)
+            await self._backend.start()
 
     def is_alive(self) -> bool:
         return self._backend.is_alive()
@@ -282,9 +293,14 @@ class ResilientComputer:
 def _opening(spec: dict[str, Any], page_url: str | None) -> dict[str, Any]:
     """The spec to build a computer from: a re-created browser opens where the session
     last was, not at its start_url."""
-    if page_url and spec.get("type", "browser") == "browser":
+    # Only a real web page: never an error page (chrome-error://) or another scheme.
+    if page_url and spec.get("type", "browser") == "browser" and _is_web(page_url):
         return {**spec, "start_url": page_url}
     return spec
+
+
+def _is_web(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
 
 
 async def _close_quietly(computer: Computer, what: str) -> None:

@@ -89,6 +89,7 @@ class BrowserComputer:
         self._active: BrowserTab | None = None
         self._cursor = (0, 0)
         self._closed = False
+        self._tab_crashed = False
         self._page_opened = asyncio.Event()
 
     @property
@@ -146,9 +147,13 @@ class BrowserComputer:
         if tab is None and self._context is not None:
             tab = self._tabs[page] = BrowserTab(page, self._context)
             page.on("close", self._forget)
+            page.on("crash", self._on_crash)
         assert tab is not None
         self._active = tab
         return tab
+
+    def _on_crash(self, page: Page) -> None:
+        self._tab_crashed = True
 
     def _forget(self, page: Page) -> None:
         tab = self._tabs.pop(page, None)
@@ -169,8 +174,12 @@ class BrowserComputer:
         tab = self._active
         assert tab is not None
         try:
-            await self._fit(tab.page)
-            await tab.attach()
+            # Bounded: on a crashed tab these calls never return.
+            async with asyncio.timeout(self.action_timeout_s):
+                await self._fit(tab.page)
+                await tab.attach()
+        except TimeoutError as exc:
+            raise ComputerError("The page is not responding (its tab may have crashed)") from exc
         except PlaywrightError as exc:
             raise ComputerError(f"The page is not reachable: {playwright_message(exc)}") from exc
         return tab
@@ -296,6 +305,8 @@ class BrowserComputer:
         context = self._context
         if self._closed or context is None:
             return False
+        if self._tab_crashed:
+            return False  # a crashed renderer never comes back: start a new browser
         browser = context.browser
         return browser is None or browser.is_connected()
 

@@ -157,7 +157,10 @@ class KernelComputer:
         if self._closed:
             return
         self._closed = True
-        if self._session_id is None or self._gone:
+        if self._session_id is None or self._gone or not self._started:
+            # Never started: the id (if any) is one we were asked to re-attach to and
+            # have not confirmed — a failed or cancelled look-up must not delete a
+            # live browser. A cancelled create cleans up after itself (_discard).
             return
         try:
             await self._client.browsers.delete_by_id(self._session_id)

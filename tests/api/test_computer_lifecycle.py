@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import repositories as repo
 from tests.api.helpers import create_session, wait_for_run
 from tests.browser_support import Page, require_chromium, serve_pages
 from tests.conftest import Service, ServiceServer, make_settings
@@ -186,3 +188,29 @@ async def test_an_idle_browser_is_released_and_the_next_run_reopens_the_last_pag
                 await service.client.get(f"/v1/sessions/{sid}/turns", params={"run_id": run["id"]})
             ).json()
             assert turns["data"][0]["results"][0]["is_error"] is False
+
+
+@pytest.mark.parametrize("last_url", ["chrome-error://chromewebdata/", "http://127.0.0.1:9/gone"])
+async def test_a_last_page_that_cannot_be_reopened_falls_back_to_start_url(
+    service: Service, anthropic_fake: FakeAnthropic, pages: str, last_url: str
+) -> None:
+    anthropic_fake.strict = True
+    anthropic_fake.enqueue(text_message("first"))
+    start = f"{pages}/page"
+    session = await create_session(
+        service.client, task="look", computer={"type": "browser", "start_url": start}
+    )
+    sid = session["id"]
+    await wait_for_run(service.client, sid, session["active_run_id"])
+    await service.services.computers.release(sid)  # as the idle reaper would
+
+    async def last_page(db: AsyncSession) -> None:
+        await repo.update_session(db, sid, page_url=last_url)
+
+    await service.services.log.append(sid, None, apply=last_page)
+    anthropic_fake.enqueue(text_message("second"))
+    follow = await service.client.post(f"/v1/sessions/{sid}/runs", json={"input": "again"})
+    run = await wait_for_run(service.client, sid, follow.json()["id"])
+    assert run["status"] == "completed", run
+    computer = service.services.computers.get(sid)
+    assert computer is not None and await computer.current_url() == start

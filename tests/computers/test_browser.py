@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import time
@@ -280,5 +281,30 @@ async def test_navigation_to_a_blocked_domain_is_stopped(
             await computer.page.evaluate(f"location.href = {target!r}")
             await computer.execute(Wait(seconds=0.3))
             assert await computer.current_url() == f"{probe_server}/slow.html?ms=400"
+    finally:
+        await computer.close()
+
+
+async def test_a_crashed_tab_is_reported_not_hung(
+    browser_pool: BrowserPool, probe_server: str
+) -> None:
+    computer = BrowserComputer(
+        browser_pool, DISPLAY, start_url=f"{probe_server}/probe.html", action_timeout_s=2.0
+    )
+    await computer.start()
+    try:
+        assert computer.is_alive()
+        with contextlib.suppress(Exception):
+            await computer.page.goto("chrome://crash", timeout=2000)
+        for _ in range(100):  # the crash event arrives shortly after
+            if not computer.is_alive():
+                break
+            await asyncio.sleep(0.05)
+        # Dead as far as the session is concerned: its computer is re-created.
+        assert not computer.is_alive()
+        started = time.monotonic()
+        with pytest.raises(ComputerError):
+            await computer.execute(Click(x=10, y=10))
+        assert time.monotonic() - started < 10  # bounded, not hung
     finally:
         await computer.close()

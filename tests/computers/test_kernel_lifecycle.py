@@ -205,3 +205,21 @@ def test_the_factory_needs_a_kernel_api_key(kernel_fake: FakeKernel) -> None:
         build_computer({"type": "kernel"}, no_key, None, None)
     with pytest.raises(ComputerError, match="Kernel client"):
         build_computer({"type": "kernel"}, settings_for(kernel_fake), None, None)
+
+
+async def test_a_failed_reattach_lookup_never_deletes_the_live_browser(
+    client: AsyncKernel, kernel_fake: FakeKernel
+) -> None:
+    live = await started(client)
+    sid = live.session_ref()
+    assert sid is not None
+    live.detach()
+    # The look-up fails (Kernel briefly unavailable; the SDK's retries spent too).
+    for _ in range(3):
+        kernel_fake.fail_next(500, op="retrieve")
+    computer = KernelComputer(client, DISPLAY, session_id=sid)
+    with pytest.raises(ComputerError):
+        await computer.start()
+    await computer.close()  # what acquire's clean-up does after a failed start
+    assert not kernel_fake.browser(sid).deleted
+    assert "delete" not in [c.op for c in kernel_fake.calls]
