@@ -17,6 +17,7 @@ from app.agents.runner import Runner
 from app.computers import build_computer
 from app.computers.browser import BrowserPool
 from app.computers.kernel_api import kernel_client
+from app.db import repositories as repo
 from app.db.engine import create_engine, create_sessionmaker, migrate
 from app.events.broker import Broker
 from app.events.log import EventLog
@@ -78,7 +79,9 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             await runner.shutdown(settings.shutdown_grace_s)
             broker.close()
             await computers.stop()
-            await computers.leave_all()
+            async with sessionmaker() as db:
+                resumable = {run.session_id for run in await repo.list_unfinished_runs(db)}
+            await computers.leave_all(resumable)
             await browsers.close()
             if kernel is not None:
                 await kernel.close()

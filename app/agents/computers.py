@@ -81,12 +81,16 @@ class SessionComputers:
         for session_id in list(self._computers):
             await self.release(session_id)
 
-    async def leave_all(self) -> None:
-        """At shutdown: remote browsers (kernel) are left running for the next process
-        to re-attach to; local ones are closed."""
+    async def leave_all(self, resumable: set[str]) -> None:
+        """At shutdown: the remote browsers (kernel) of sessions with a run to resume are
+        left running for the next process to re-attach to; every other computer closes
+        (an idle session's remote browser would otherwise run, and bill, unowned)."""
         for session_id in list(self._computers):
             computer = self._computers.pop(session_id)
-            await computer.leave()
+            if session_id in resumable:
+                await computer.leave()
+            else:
+                await _close_quietly(computer, f"the computer of {session_id}")
 
     def __len__(self) -> int:
         return len(self._computers)

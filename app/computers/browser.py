@@ -57,7 +57,7 @@ class ContextSource(Protocol):
 
     async def new_context(self, display: Display) -> BrowserContext: ...
 
-    async def release_context(self, context: BrowserContext) -> None: ...
+    async def release_context(self, context: BrowserContext | None) -> None: ...
 
 
 class BrowserComputer:
@@ -317,5 +317,6 @@ class BrowserComputer:
         context, self._context = self._context, None
         self._tabs.clear()
         self._active = None
-        if context is not None:
-            await self._source.release_context(context)
+        # Even with no context (a start cancelled before it had one): a remote source
+        # may hold a connection to drop.
+        await self._source.release_context(context)

@@ -182,8 +182,10 @@ class BrowserPool:
                 f"Could not open a browser context: {playwright_message(exc)}"
             ) from exc
 
-    async def release_context(self, context: BrowserContext) -> None:
+    async def release_context(self, context: BrowserContext | None) -> None:
         """Close a context new_context gave out, with its pages, cookies and storage."""
+        if context is None:
+            return
         with contextlib.suppress(PlaywrightError):
             await context.close()
 

@@ -129,7 +129,9 @@ class KernelComputer:
 
     async def _create(self) -> str:
         creating = asyncio.ensure_future(
-            self._client.browsers.create(
+            # No SDK retry: a create that timed out here may have succeeded at Kernel,
+            # and a retry would leave that first browser running unowned.
+            self._client.with_options(max_retries=0).browsers.create(
                 headless=True,
                 viewport={"width": self.display.width, "height": self.display.height},
                 timeout_seconds=self.timeout_s,

@@ -115,28 +115,31 @@ async def test_a_restart_reattaches_to_the_same_kernel_browser(
         anthropic_fake.base_url,
         kernel_api_key=kernel_fake.api_key,
         kernel_base_url=kernel_fake.base_url,
+        shutdown_grace_s=0.2,
     )
     anthropic_fake.strict = True
-    anthropic_fake.enqueue(text_message("first"))
+    anthropic_fake.enqueue(text_message("interrupted by the restart"), delay=30)
     async with ServiceServer(settings) as first:
-        session = await create_session(first.client, task="look", computer=KERNEL_COMPUTER)
-        sid = session["id"]
-        await wait_for_run(first.client, sid, session["active_run_id"])
-        stored = (await first.client.get(f"/v1/sessions/{sid}")).json()["computer"]
-    (browser,) = kernel_fake.browsers
-    assert stored["kernel_session_id"] == browser.session_id
-    # The shutdown left the remote browser running for the next process.
-    assert not kernel_fake.browser(browser.session_id).deleted
+        busy = await create_session(first.client, task="look", computer=KERNEL_COMPUTER)
+        idle = await create_session(first.client, task="quick", computer=KERNEL_COMPUTER)
+        await anthropic_fake.wait_for_requests(1)  # `busy` is in its model call
+        anthropic_fake.enqueue(text_message("quick done"))
+        await wait_for_run(first.client, idle["id"], idle["active_run_id"])
+        stored = (await first.client.get(f"/v1/sessions/{busy['id']}")).json()["computer"]
+    by_id = {b.session_id: b for b in kernel_fake.browsers}
+    kept = kernel_fake.browser(stored["kernel_session_id"])
+    # The run to resume keeps its remote browser; the idle session's is deleted, not orphaned.
+    assert not kept.deleted
+    assert [b.deleted for sid, b in by_id.items() if sid != kept.session_id] == [True]
 
     anthropic_fake.enqueue(
         tool_use_message(computer_call("left_click", coordinate=[5, 6])), text_message("again")
     )
     async with ServiceServer(settings) as second:
-        follow = await second.client.post(f"/v1/sessions/{sid}/runs", json={"input": "click"})
-        run = await wait_for_run(second.client, sid, follow.json()["id"])
+        run = await wait_for_run(second.client, busy["id"], busy["active_run_id"])
         assert run["status"] == "completed", run
-    assert len(kernel_fake.browsers) == 1  # re-attached, not re-created
-    clicks = [c for c in kernel_fake.computer_calls(browser.session_id) if c[0] == "click_mouse"]
+    assert len(kernel_fake.browsers) == 2  # re-attached, not re-created
+    clicks = [c for c in kernel_fake.computer_calls(kept.session_id) if c[0] == "click_mouse"]
     assert clicks and clicks[-1][1]["x"] == 5 and clicks[-1][1]["y"] == 6
 
 
