@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from playwright.async_api import BrowserContext, Page, Route, ViewportSize
+from playwright.async_api import BrowserContext, Frame, Page, Route, ViewportSize
 from playwright.async_api import Error as PlaywrightError
 
 from app.computers import browser_input as pw_input
@@ -90,6 +90,8 @@ class BrowserComputer:
         self._cursor = (0, 0)
         self._closed = False
         self._tab_crashed = False
+        self._notes: list[str] = []  # what the model must be told with the next action
+        self._leaving: set[asyncio.Future[None]] = set()
         self._page_opened = asyncio.Event()
 
     @property
@@ -148,9 +150,38 @@ class BrowserComputer:
             tab = self._tabs[page] = BrowserTab(page, self._context)
             page.on("close", self._forget)
             page.on("crash", self._on_crash)
+            if self.blocked_domains:
+                # The route guard does not see redirects: catch a page that lands on a
+                # blocked host anyway, and take it back off.
+                page.on("framenavigated", self._on_frame_navigated)
         assert tab is not None
         self._active = tab
         return tab
+
+    def _on_frame_navigated(self, frame: Frame) -> None:
+        host = host_of(frame.url)
+        if frame.parent_frame is not None or not host:
+            return
+        if domain_matches(host, self.blocked_domains):
+            self._notes.append(
+                f"Navigation to {frame.url} was stopped: the session's policy blocks that domain."
+            )
+            task = asyncio.ensure_future(self._leave_blocked(frame.page))
+            self._leaving.add(task)
+            task.add_done_callback(self._leaving.discard)
+
+    async def _leave_blocked(self, page: Page) -> None:
+        with contextlib.suppress(PlaywrightError):
+            await page.go_back(wait_until="commit")
+        host = host_of(page.url)
+        if host and domain_matches(host, self.blocked_domains):
+            with contextlib.suppress(PlaywrightError):  # no history to go back to
+                await page.goto("about:blank", wait_until="commit")
+
+    async def _off_blocked_pages(self) -> None:
+        """Before anything reads the page: finish taking it off a blocked host."""
+        if self._leaving:
+            await asyncio.gather(*self._leaving, return_exceptions=True)
 
     def _on_crash(self, page: Page) -> None:
         self._tab_crashed = True
@@ -194,6 +225,7 @@ class BrowserComputer:
         return None if self._active is None else self._active.page.url
 
     async def screenshot(self) -> ShotImage:
+        await self._off_blocked_pages()
         tab = await self._active_tab()
         try:
             async with asyncio.timeout(self.action_timeout_s):
@@ -216,6 +248,7 @@ class BrowserComputer:
                 result = await self._run(tab, action)
                 if action.type in _INPUT_ACTIONS:
                     await self._settle(tab)
+                await self._off_blocked_pages()
         except TimeoutError as exc:
             raise ComputerError(
                 f"{action.type} did not finish within {budget:g} s: the page may be unresponsive"
@@ -224,6 +257,7 @@ class BrowserComputer:
             raise ComputerError(f"{action.type} failed: {playwright_message(exc)}") from exc
         # What the page did that the screenshot may not show: dialogs, downloads, choosers.
         notes = [note for t in self._tabs.values() for note in t.take_notes()]
+        notes, self._notes = [*self._notes, *notes], []
         if notes:
             result = ActionResult(
                 output="\n".join(filter(None, [result.output, *notes])), image=result.image

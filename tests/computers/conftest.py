@@ -20,10 +20,18 @@ DISPLAY = Display(1280, 800)
 
 
 class _ProbeHandler(BaseHTTPRequestHandler):
-    """Serves the probe page at /probe.html and, after ?ms= of delay, at /slow.html."""
+    """Serves the probe page at /probe.html and, after ?ms= of delay, at /slow.html;
+    /redirect?to=<url> answers a 302 there."""
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
+        if url.path == "/redirect":
+            # /redirect?to=<url>: a 302, as a site redirecting elsewhere would answer.
+            self.send_response(302)
+            self.send_header("Location", parse_qs(url.query)["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if url.path not in ("/probe.html", "/slow.html"):
             self.send_error(404)
             return

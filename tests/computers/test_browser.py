@@ -308,3 +308,27 @@ async def test_a_crashed_tab_is_reported_not_hung(
         assert time.monotonic() - started < 10  # bounded, not hung
     finally:
         await computer.close()
+
+
+async def test_a_redirect_to_a_blocked_domain_is_taken_back(
+    browser_pool: BrowserPool, probe_server: str
+) -> None:
+    port = probe_server.rsplit(":", 1)[1]
+    computer = BrowserComputer(
+        browser_pool, DISPLAY, start_url=f"{probe_server}/probe.html", blocked_domains=["localhost"]
+    )
+    await computer.start()
+    try:
+        # An allowed URL that redirects to a blocked host (the route guard sees only
+        # the first hop of a redirect chain).
+        target = f"{probe_server}/redirect?to=http://localhost:{port}/probe.html"
+        await computer.page.evaluate(f"location.href = {target!r}")
+        result = await computer.execute(Wait(seconds=0.5))
+        assert "blocks that domain" in (result.output or "")
+        url = await computer.current_url() or ""
+        assert "localhost" not in url
+        assert url in (f"{probe_server}/probe.html", "about:blank")
+        shot = await computer.screenshot()
+        assert shot.width == DISPLAY.width
+    finally:
+        await computer.close()
