@@ -47,8 +47,12 @@ class Subscription:
             return None
         if self.lagged and self.queue.empty():
             return None
+        if not self.queue.empty():
+            return self.queue.get_nowait()  # no timer needed: the hot path of a busy stream
         try:
-            return await asyncio.wait_for(self.queue.get(), wait_s)
+            # asyncio.timeout, not wait_for: wait_for wraps the get in a new task per call.
+            async with asyncio.timeout(wait_s):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

@@ -1,0 +1,78 @@
+"""The real service in its own process, for benchmarks (not a benchmark itself).
+
+    .venv/bin/python -m bench._service --database-url URL --anthropic-url URL [--max-active-runs N]
+
+Serves create_app() under uvicorn on a loopback port (the tests' ServiceServer),
+prints `URL <url>`, and measures its own event-loop lag: a task asks to sleep
+10 ms and records how late it wakes. Commands on stdin, one a line:
+`reset` (forget lag samples), `stats` (print one JSON line: lag percentiles,
+RSS, CPU seconds, active runs), `quit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+
+from bench._harness import pct, rss_kb
+from tests.conftest import ServiceServer, make_settings
+
+TICK_S = 0.01
+
+
+async def watch_lag(samples: list[float]) -> None:
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(TICK_S)
+        samples.append((time.perf_counter() - started - TICK_S) * 1000)
+
+
+def stats(samples: list[float], active: int) -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "lag_p50_ms": pct(samples, 50) if samples else 0.0,
+        "lag_p99_ms": pct(samples, 99) if samples else 0.0,
+        "lag_max_ms": max(samples, default=0.0),
+        "lag_samples": len(samples),
+        "rss_kb": rss_kb(),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "active_runs": active,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--anthropic-url", required=True)
+    parser.add_argument("--max-active-runs", type=int, default=16)
+    args = parser.parse_args()
+    settings = make_settings(
+        args.database_url,
+        args.anthropic_url,
+        max_active_runs=args.max_active_runs,
+        provider_timeout_s=120.0,
+        subscriber_queue_size=4096,
+    )
+    samples: list[float] = []
+    async with ServiceServer(settings) as service:
+        watcher = asyncio.create_task(watch_lag(samples))
+        print(f"URL {service.url}", flush=True)
+        while True:
+            line = (await asyncio.to_thread(sys.stdin.readline)).strip()
+            if line == "reset":
+                samples.clear()
+                print("{}", flush=True)
+            elif line == "stats":
+                active = service.services.runner.active_count
+                print(json.dumps(stats(samples, active)), flush=True)
+            else:  # quit, or the parent went away
+                break
+        watcher.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,147 @@
+"""Provider request size per turn over a long session: image retention + caching against
+keeping every image, through the real service in the same run.
+
+    .venv/bin/python -m bench.request_size [--turns 60] [--retention 3] [--quick]
+
+The service (in this process under uvicorn, fake computer, SQLite in a temp dir)
+runs one session of `--turns` model calls against the fake Anthropic server
+(each reply a screenshot action, the last a final text), once with
+`image_retention` = `--retention` and prompt caching on, once keeping every
+image (the baseline: retention 100, caching on). For each request the fake
+received it reports the JSON body's bytes, its images, and the estimated input
+tokens (text: chars / 4; each image: width * height / 750, Anthropic's rule),
+plus the cached-prefix share (cache_read / all input tokens) from the usage the
+fake's deterministic prompt cache returned in `turn.completed`. Exits non-zero
+if a request carries more images than turn 10's plus one chunk, or if an event
+is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.computers.scaling import png_size
+from app.db.engine import migrate
+from bench import _harness as h
+from bench._fake_provider import step_responder
+from tests.conftest import ServiceServer, make_settings
+from tests.fakes.anthropic_server import FakeAnthropic
+
+PIXELS_PER_TOKEN = 750
+
+
+@dataclass
+class Turn:
+    bytes_: int
+    images: int
+    image_tokens: int
+    text_tokens: int
+    cached_share: float
+    uncached: int  # input + cache-write tokens, as the fake's prompt cache billed them
+
+
+def image_sources(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        if value.get("type") == "image" and isinstance(value.get("source"), dict):
+            return [value["source"]]
+        return [s for v in value.values() for s in image_sources(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in image_sources(v)]
+    return []
+
+
+def measure(body: dict[str, Any], usage: dict[str, Any]) -> Turn:
+    sources = image_sources(body)
+    sizes = [png_size(base64.b64decode(s["data"])) for s in sources]
+    raw = json.dumps(body, separators=(",", ":"))
+    image_chars = sum(len(s["data"]) for s in sources)
+    read = usage.get("cache_read_input_tokens") or 0
+    total = (
+        (usage.get("input_tokens") or 0) + read + (usage.get("cache_creation_input_tokens") or 0)
+    )
+    return Turn(
+        bytes_=len(raw.encode()),
+        images=len(sources),
+        image_tokens=sum(w * ht // PIXELS_PER_TOKEN for w, ht in sizes),
+        text_tokens=(len(raw) - image_chars) // 4,
+        cached_share=read / total if total else 0.0,
+        uncached=total - read,
+    )
+
+
+async def session(turns: int, retention: int) -> list[Turn]:
+    url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
+    await migrate(url)
+    with FakeAnthropic() as fake:
+        fake.enqueue(*([step_responder(turns - 1)] * turns))
+        async with ServiceServer(make_settings(url, fake.base_url)) as svc:
+            options = {
+                "max_steps": turns + 5,
+                "image_retention": retention,
+                "prompt_caching": True,
+            }
+            sid = await h.create_session(svc.client, options)
+            stream = await h.subscribe(svc.client, h.Stream(sid))
+            await h.check_stored(svc.client, stream)
+        bodies = [r.body for r in fake.requests]
+    usages = [e["data"]["usage"] for _, e in stream.events if e["type"] == "turn.completed"]
+    if len(bodies) != turns or len(usages) != turns:
+        raise SystemExit(f"expected {turns} requests, got {len(bodies)} ({len(usages)} turns)")
+    return [measure(b, u) for b, u in zip(bodies, usages, strict=True)]
+
+
+def show(name: str, rows: list[Turn], marks: list[int]) -> None:
+    print(name)
+    print(f"{'turn':>6}{'bytes':>10}{'images':>8}{'img tok':>9}{'text tok':>10}{'cached':>8}")
+    for n in marks:
+        t = rows[n - 1]
+        print(
+            f"{n:>6}{t.bytes_:>10,}{t.images:>8}{t.image_tokens:>9,}{t.text_tokens:>10,}"
+            f"{t.cached_share:>8.0%}"
+        )
+    total_in = sum(t.image_tokens + t.text_tokens for t in rows)
+    cached = sum(t.cached_share * (t.image_tokens + t.text_tokens) for t in rows)
+    print(
+        f"  whole session: {sum(t.bytes_ for t in rows):,} bytes sent, ~{total_in:,} input "
+        f"tokens, cached-prefix share {cached / total_in:.0%}, "
+        f"{sum(t.uncached for t in rows):,} tokens not read from cache"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--retention", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="20 turns")
+    args = parser.parse_args()
+    if args.quick:
+        args.turns = 20
+    retained = await session(args.turns, args.retention)
+    every = await session(args.turns, 100)
+    marks = sorted({1, 2, 5, 10, *range(20, args.turns + 1, 10), args.turns})
+    show(f"image_retention {args.retention}, caching on:", retained, marks)
+    show("baseline: every image kept (retention 100), caching on:", every, marks)
+    last, tenth = retained[-1], retained[9]
+    chunk = args.retention  # the default chunk for retention <= 50
+    most = max(t.images for t in retained)
+    print(
+        f"turn {args.turns} vs turn 10: images {last.images} vs {tenth.images} (max over the "
+        f"session {most}, bound {tenth.images + chunk}); bytes x{last.bytes_ / tenth.bytes_:.2f}; "
+        f"baseline turn {args.turns}: {every[-1].images} images, "
+        f"x{every[-1].bytes_ / last.bytes_:.1f} the bytes, "
+        f"x{(every[-1].image_tokens + every[-1].text_tokens) / (last.image_tokens + last.text_tokens):.1f}"
+        " the tokens"
+    )
+    if most > tenth.images + chunk:
+        raise SystemExit("IMAGES NOT BOUNDED")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
