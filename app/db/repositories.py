@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -20,7 +20,7 @@ from app.db.models import (
     TurnRow,
     utcnow,
 )
-from app.events.types import StoredEvent
+from app.events.types import TERMINAL_RUN_EVENTS, StoredEvent
 
 UNFINISHED_RUN_STATUSES = ("queued", "running", "awaiting_safety_check")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -45,18 +45,23 @@ async def set_last_event_seqs(db: AsyncSession, seqs: dict[str, int]) -> None:
         )
 
 
+def _select_events() -> Select[tuple[str, int, str | None, str, dict[str, Any], datetime]]:
+    # Exactly StoredEvent's fields, in its order.
+    return select(
+        EventRow.session_id,
+        EventRow.seq,
+        EventRow.run_id,
+        EventRow.type,
+        EventRow.data,
+        EventRow.created_at,
+    )
+
+
 async def list_events(
     db: AsyncSession, session_id: str, after: int, limit: int
 ) -> list[StoredEvent]:
     rows = await db.execute(
-        select(
-            EventRow.session_id,
-            EventRow.seq,
-            EventRow.run_id,
-            EventRow.type,
-            EventRow.data,
-            EventRow.created_at,
-        )
+        _select_events()
         .where(EventRow.session_id == session_id, EventRow.seq > after)
         .order_by(EventRow.seq)
         .limit(limit)
@@ -68,14 +73,7 @@ async def list_run_events(
     db: AsyncSession, session_id: str, run_id: str, types: Sequence[str]
 ) -> list[StoredEvent]:
     rows = await db.execute(
-        select(
-            EventRow.session_id,
-            EventRow.seq,
-            EventRow.run_id,
-            EventRow.type,
-            EventRow.data,
-            EventRow.created_at,
-        )
+        _select_events()
         .where(
             EventRow.session_id == session_id,
             EventRow.run_id == run_id,
@@ -91,7 +89,7 @@ async def terminal_event_seq(db: AsyncSession, session_id: str, run_id: str) -> 
         select(EventRow.seq).where(
             EventRow.session_id == session_id,
             EventRow.run_id == run_id,
-            EventRow.type.in_(("run.completed", "run.failed", "run.cancelled")),
+            EventRow.type.in_(TERMINAL_RUN_EVENTS),
         )
     )
 
