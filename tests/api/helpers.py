@@ -1,4 +1,5 @@
-"""Client-side helpers for the API tests: a real SSE client (httpx-sse) and polling."""
+"""Helpers for the API tests: a real SSE client (httpx-sse), polling, and the fake
+computer behind a session."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
+
+from app.computers.fake import FakeComputer
+from tests.conftest import Service
 
 FAKE_COMPUTER = {"type": "fake", "display": {"width": 1280, "height": 800}}
 
@@ -90,3 +94,27 @@ def types(events: list[dict[str, Any]]) -> list[str]:
 
 def assert_gapless(events: list[dict[str, Any]], start: int = 1) -> None:
     assert [e["seq"] for e in events] == list(range(start, start + len(events)))
+
+
+def fake_computer(service: Service, session_id: str) -> FakeComputer:
+    """The FakeComputer the service runs the session on (it records the actions)."""
+    computer = service.services.computers.get(session_id)
+    assert isinstance(computer, FakeComputer)
+    return computer
+
+
+async def waiting_check(service: Service, sid: str) -> dict[str, Any]:
+    """The one pending check, once the session shows the run waiting for it."""
+    deadline = time.monotonic() + 10
+    while True:
+        page = (
+            await service.client.get(
+                f"/v1/sessions/{sid}/safety-checks", params={"status": "pending"}
+            )
+        ).json()
+        session = (await service.client.get(f"/v1/sessions/{sid}")).json()
+        if page["data"] and session["status"] == "awaiting_safety_check":
+            (check,) = page["data"]
+            return check  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, "the run never waited"
+        await asyncio.sleep(0.02)

@@ -98,13 +98,6 @@ def _chromium() -> None:
     require_chromium()
 
 
-@pytest.fixture
-def strict_fake(anthropic_fake: FakeAnthropic) -> FakeAnthropic:
-    # Strict: a request the script did not plan for fails the run instead of passing quietly.
-    anthropic_fake.strict = True
-    return anthropic_fake
-
-
 def browser_computer(url: str, width: int, height: int) -> dict[str, Any]:
     return {"type": "browser", "start_url": url, "display": {"width": width, "height": height}}
 

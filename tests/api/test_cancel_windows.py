@@ -24,12 +24,6 @@ from tests.fakes.anthropic_server import (
 
 
 @pytest.fixture
-def strict_fake(anthropic_fake: FakeAnthropic) -> FakeAnthropic:
-    anthropic_fake.strict = True
-    return anthropic_fake
-
-
-@pytest.fixture
 async def openai_service(
     clean_db: str, anthropic_fake: FakeAnthropic
 ) -> AsyncIterator[tuple[Service, oai.FakeOpenAI]]:

@@ -7,7 +7,6 @@ import asyncio
 import json
 
 import httpx
-import pytest
 
 from tests.api.helpers import create_session, read_stream, types, wait_for_run
 from tests.conftest import Service, ServiceServer, make_settings
@@ -17,12 +16,6 @@ from tests.fakes.anthropic_server import (
     text_message,
     tool_use_message,
 )
-
-
-@pytest.fixture
-def strict_fake(anthropic_fake: FakeAnthropic) -> FakeAnthropic:
-    anthropic_fake.strict = True
-    return anthropic_fake
 
 
 async def raw_lines(client: httpx.AsyncClient, path: str, count: int, within: float) -> list[str]:

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from app.computers.base import Click
-from app.computers.fake import FakeComputer
 from app.computers.scaling import png_size
 from app.settings import Settings
 from tests.api.helpers import (
     assert_gapless,
     create_session,
+    fake_computer,
     read_stream,
     types,
     wait_for_event,
     wait_for_run,
+    waiting_check,
 )
 from tests.browser_support import Page, PageServer, require_chromium, serve_pages
 from tests.conftest import Service, ServiceServer, make_settings
@@ -186,29 +186,6 @@ def screenshot_size(output: dict[str, Any]) -> tuple[int, int]:
 def near(got: tuple[int, int], want: tuple[int, int]) -> bool:
     # Model <-> screen rounding moves a point by at most one pixel.
     return abs(got[0] - want[0]) <= 1 and abs(got[1] - want[1]) <= 1
-
-
-def fake_computer(service: Service, session_id: str) -> FakeComputer:
-    computer = service.services.computers.get(session_id)
-    assert isinstance(computer, FakeComputer)
-    return computer
-
-
-async def waiting_check(service: Service, sid: str) -> dict[str, Any]:
-    """The one pending check, once the session shows the run waiting for it."""
-    deadline = time.monotonic() + 10
-    while True:
-        page = (
-            await service.client.get(
-                f"/v1/sessions/{sid}/safety-checks", params={"status": "pending"}
-            )
-        ).json()
-        session = (await service.client.get(f"/v1/sessions/{sid}")).json()
-        if page["data"] and session["status"] == "awaiting_safety_check":
-            (check,) = page["data"]
-            return check  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, "the run never waited"
-        await asyncio.sleep(0.02)
 
 
 # ------------------------------------------------------------------ the real browser

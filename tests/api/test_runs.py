@@ -7,11 +7,9 @@ import asyncio
 import json
 import time
 
-import pytest
 from httpx_sse import aconnect_sse
 
 from app.computers.base import Click, Type, Wait
-from app.computers.fake import FakeComputer
 from tests.api.helpers import (
     FAKE_COMPUTER,
     assert_gapless,
@@ -21,6 +19,9 @@ from tests.api.helpers import (
     wait_for_event,
     wait_for_run,
 )
+from tests.api.helpers import (
+    fake_computer as computer_of,
+)
 from tests.conftest import Service, ServiceServer, make_settings
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
@@ -28,18 +29,6 @@ from tests.fakes.anthropic_server import (
     text_message,
     tool_use_message,
 )
-
-
-@pytest.fixture
-def strict_fake(anthropic_fake: FakeAnthropic) -> FakeAnthropic:
-    anthropic_fake.strict = True
-    return anthropic_fake
-
-
-def computer_of(service: Service, session_id: str) -> FakeComputer:
-    computer = service.services.computers.get(session_id)
-    assert isinstance(computer, FakeComputer)
-    return computer
 
 
 async def test_a_run_streams_every_event_and_completes(

@@ -4,15 +4,16 @@ decision, and a restart while waiting."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
-
-import pytest
-
 from app.computers.base import Click
-from app.computers.fake import FakeComputer
-from tests.api.helpers import create_session, read_stream, types, wait_for_event, wait_for_run
+from tests.api.helpers import (
+    create_session,
+    fake_computer,
+    read_stream,
+    types,
+    wait_for_event,
+    wait_for_run,
+    waiting_check,
+)
 from tests.conftest import Service, ServiceServer, make_settings
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
@@ -20,35 +21,6 @@ from tests.fakes.anthropic_server import (
     text_message,
     tool_use_message,
 )
-
-
-@pytest.fixture
-def strict_fake(anthropic_fake: FakeAnthropic) -> FakeAnthropic:
-    anthropic_fake.strict = True
-    return anthropic_fake
-
-
-def fake_computer(service: Service, session_id: str) -> FakeComputer:
-    computer = service.services.computers.get(session_id)
-    assert isinstance(computer, FakeComputer)
-    return computer
-
-
-async def waiting_check(service: Service, sid: str) -> dict[str, Any]:
-    """The one pending check, once the run waits for it."""
-    deadline = time.monotonic() + 10
-    while True:
-        page = (
-            await service.client.get(
-                f"/v1/sessions/{sid}/safety-checks", params={"status": "pending"}
-            )
-        ).json()
-        session = (await service.client.get(f"/v1/sessions/{sid}")).json()
-        if page["data"] and session["status"] == "awaiting_safety_check":
-            (check,) = page["data"]
-            return check  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, "the run never waited"
-        await asyncio.sleep(0.02)
 
 
 async def test_acknowledge_lets_the_action_run(
