@@ -39,6 +39,7 @@ CHROMIUM_ARGS = (
     "--disable-crash-reporter",
 )
 LAUNCH_TIMEOUT_MS = 30_000
+CLAIM_TIMEOUT_S = 5.0
 
 
 HOME_PREFIX = "agent-sessions-chromium-"
@@ -168,8 +169,8 @@ class BrowserPool:
     async def new_context(self, display: Display) -> BrowserContext:
         """A fresh, isolated context whose viewport is the display."""
         browser = await self.browser()
-        try:
-            return await browser.new_context(
+        creating = asyncio.ensure_future(
+            browser.new_context(
                 viewport={"width": display.width, "height": display.height},
                 screen={"width": display.width, "height": display.height},
                 device_scale_factor=1,
@@ -177,6 +178,19 @@ class BrowserPool:
                 # still report them (and BrowserTab tells the model).
                 accept_downloads=False,
             )
+        )
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # The driver creates the context anyway: close it before the cancel goes
+            # on (so the caller's clean-up is complete), or, if that takes too long,
+            # as soon as it exists. Either way nobody is left holding an open context.
+            with contextlib.suppress(Exception):
+                context = await asyncio.wait_for(asyncio.shield(creating), CLAIM_TIMEOUT_S)
+                await context.close()
+            if not creating.done():
+                creating.add_done_callback(_close_unclaimed)
+            raise
         except PlaywrightError as exc:
             raise ComputerError(
                 f"Could not open a browser context: {playwright_message(exc)}"
@@ -205,3 +219,19 @@ class BrowserPool:
             home, self._home = self._home, None
             if home is not None:
                 await asyncio.to_thread(shutil.rmtree, home, True)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_unclaimed(creating: asyncio.Future[BrowserContext]) -> None:
+    if creating.cancelled() or creating.exception() is not None:
+        return
+
+    async def close() -> None:
+        with contextlib.suppress(PlaywrightError):
+            await creating.result().close()
+
+    task = asyncio.ensure_future(close())
+    _CLOSING.add(task)  # keep a reference until it is done
+    task.add_done_callback(_CLOSING.discard)
