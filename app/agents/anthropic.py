@@ -28,7 +28,6 @@ State layout (JSON, what `ctx.checkpoint` stores):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -37,7 +36,7 @@ from anthropic import AsyncAnthropic
 
 from app.agents import anthropic_transcript as tx
 from app.agents.anthropic_run import AnthropicRun
-from app.agents.base import RunContext, RunOutcome
+from app.agents.base import RunContext, RunOutcome, snapshot
 
 STATE_VERSION = 1
 
@@ -88,7 +87,7 @@ class AnthropicLoop:
         run = AnthropicRun(
             self.client,
             ctx,
-            {**new_state(), **copy.deepcopy(state)},
+            {**new_state(), **snapshot(state)},
             image_chunk=self.image_chunk,
             today=self.today(),
         )
@@ -96,7 +95,7 @@ class AnthropicLoop:
 
     def repair(self, state: dict[str, Any], reason: str) -> dict[str, Any]:
         """Answer every unanswered tool_use with is_error `reason`; pure, no I/O."""
-        repaired = {**new_state(), **copy.deepcopy(state)}
+        repaired = {**new_state(), **snapshot(state)}
         repaired["messages"] = tx.repair_messages(repaired["messages"], reason)
         repaired["in_flight"] = None
         repaired["awaiting"] = None

@@ -14,7 +14,6 @@ same way instead of carrying on.
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from datetime import date
 from typing import Any
@@ -40,6 +39,7 @@ from app.agents.base import (
     RunOutcome,
     StoredShot,
     TurnRecord,
+    snapshot,
 )
 from app.computers.base import ComputerError, CursorPosition, ShotImage, action_to_json
 from app.computers.scaling import resize_png
@@ -252,7 +252,7 @@ class AnthropicRun:
             self.state["awaiting"] = call_id
             await self._checkpoint([("tool.call", call)])
         decision = await self.ctx.await_safety(
-            call_id, call["action"], checks, copy.deepcopy(self.state)
+            call_id, call["action"], checks, snapshot(self.state)
         )
         self.state["awaiting"] = None
         if decision.approved:
@@ -357,4 +357,4 @@ class AnthropicRun:
     async def _checkpoint(self, events: list[Event] | None = None) -> None:
         # A snapshot: the runner keeps the object it was given (to repair after a
         # cancel), which must not change under it as the loop goes on.
-        await self.ctx.checkpoint(copy.deepcopy(self.state), events or [])
+        await self.ctx.checkpoint(snapshot(self.state), events or [])

@@ -110,54 +110,87 @@ def repair_messages(messages: list[Message], reason: str) -> list[Message]:
     return repaired
 
 
-def _image_slots(messages: list[Message]) -> Iterator[tuple[list[Block], int]]:
-    """(container, index) of every image block, oldest first, including tool_result content."""
-    for message in messages:
+Slot = tuple[int, int, int | None]  # (message, block, block inside a tool_result or None)
+
+
+def _image_positions(messages: list[Message]) -> Iterator[Slot]:
+    """Where every image block is, oldest first, including inside tool_result content."""
+    for m, message in enumerate(messages):
         if message["role"] != "user":
             continue
-        for position, block in enumerate(message["content"]):
+        for b, block in enumerate(message["content"]):
             if block.get("type") == "image":
-                yield message["content"], position
+                yield m, b, None
             elif block.get("type") == "tool_result" and isinstance(block.get("content"), list):
-                inner = block["content"]
-                for i, item in enumerate(inner):
+                for i, item in enumerate(block["content"]):
                     if item.get("type") == "image":
-                        yield inner, i
+                        yield m, b, i
+
+
+def _block_at(messages: list[Message], slot: Slot) -> Block:
+    m, b, i = slot
+    block: Block = messages[m]["content"][b]
+    return block if i is None else block["content"][i]
+
+
+def _replaced(messages: list[Message], changes: dict[Slot, Block]) -> list[Message]:
+    """A new list with the blocks at `changes` replaced, sharing everything else with
+    `messages` (copy on write: a request is rebuilt every turn from a transcript that
+    grows every turn, and a deep copy of it cost more than the rest of the step)."""
+    if not changes:
+        return messages
+    out = list(messages)
+    by_message: dict[int, list[tuple[int, int | None, Block]]] = {}
+    for (m, b, i), block in changes.items():
+        by_message.setdefault(m, []).append((b, i, block))
+    for m, edits in by_message.items():
+        content = list(messages[m]["content"])
+        copied: set[int] = set()
+        for b, i, block in edits:
+            if i is None:
+                content[b] = block
+                continue
+            if b not in copied:  # the tool_result and its content list, once
+                content[b] = {**content[b], "content": list(content[b]["content"])}
+                copied.add(b)
+            content[b]["content"][i] = block
+        out[m] = {**messages[m], "content": content}
+    return out
 
 
 def count_images(messages: list[Message]) -> int:
-    return sum(1 for _ in _image_slots(messages))
+    return sum(1 for _ in _image_positions(messages))
 
 
 def retain_images(messages: list[Message], keep: int, chunk: int) -> list[Message]:
-    """A copy that keeps the `keep` most recent images, replacing older ones with a text
-    placeholder. Removal happens in multiples of `chunk` so that the request prefix
-    (and with it the prompt cache) stays unchanged for `chunk` turns at a time: between
-    `keep` and `keep + chunk - 1` images are sent."""
-    trimmed = copy.deepcopy(messages)
+    """The transcript keeping the `keep` most recent images, older ones replaced by a
+    text placeholder (the input is not changed). Removal happens in multiples of
+    `chunk` so that the request prefix (and with it the prompt cache) stays unchanged
+    for `chunk` turns at a time: between `keep` and `keep + chunk - 1` images are sent."""
     if keep <= 0:
-        return trimmed
-    excess = count_images(trimmed) - keep
+        return messages
+    slots = list(_image_positions(messages))
+    excess = len(slots) - keep
     to_remove = excess - excess % max(chunk, 1) if excess > 0 else 0
-    for container, index in list(_image_slots(trimmed))[:to_remove]:
-        container[index] = {"type": "text", "text": IMAGE_PLACEHOLDER}
-    return trimmed
+    placeholder = {"type": "text", "text": IMAGE_PLACEHOLDER}
+    return _replaced(messages, {slot: dict(placeholder) for slot in slots[:to_remove]})
 
 
 def add_cache_breakpoints(messages: list[Message], user_turns: int) -> list[Message]:
-    """A copy with a cache_control breakpoint on the last block of the last `user_turns`
-    user messages. With the system prompt's, that makes `user_turns + 1` in all: the
-    API accepts at most 4. The previous turn's breakpoint is where this turn's cache
-    read hits, the newest is where the next turn's will."""
-    marked = copy.deepcopy(messages)
-    left = user_turns
-    for message in reversed(marked):
-        if left <= 0:
+    """The transcript with a cache_control breakpoint on the last block of the last
+    `user_turns` user messages (the input is not changed). With the system prompt's,
+    that makes `user_turns + 1` in all: the API accepts at most 4. The previous turn's
+    breakpoint is where this turn's cache read hits, the newest is where the next
+    turn's will."""
+    changes: dict[Slot, Block] = {}
+    for m in range(len(messages) - 1, -1, -1):
+        if len(changes) >= user_turns:
             break
+        message = messages[m]
         if message["role"] == "user" and message["content"]:
-            message["content"][-1]["cache_control"] = dict(EPHEMERAL)
-            left -= 1
-    return marked
+            b = len(message["content"]) - 1
+            changes[(m, b, None)] = {**message["content"][b], "cache_control": dict(EPHEMERAL)}
+    return _replaced(messages, changes)
 
 
 def count_breakpoints(value: Any) -> int:
@@ -170,22 +203,20 @@ def count_breakpoints(value: Any) -> int:
 
 
 def resolve_images(messages: list[Message], source_of: Callable[[str], Block]) -> list[Message]:
-    """A copy where every screenshot_ref image carries `source_of(id)`, a base64 source."""
-    resolved = copy.deepcopy(messages)
-    for container, index in _image_slots(resolved):
-        source = container[index]["source"]
-        if source.get("type") == "screenshot_ref":
-            container[index] = {**container[index], "source": source_of(source["id"])}
-    return resolved
+    """The transcript with every screenshot_ref image carrying `source_of(id)`, a base64
+    source (the input is not changed)."""
+    changes: dict[Slot, Block] = {}
+    for slot in _image_positions(messages):
+        block = _block_at(messages, slot)
+        if block["source"].get("type") == "screenshot_ref":
+            changes[slot] = {**block, "source": source_of(block["source"]["id"])}
+    return _replaced(messages, changes)
 
 
 def screenshot_ids(messages: list[Message]) -> list[str]:
     """Referenced screenshot ids in the order they appear."""
-    return [
-        container[index]["source"]["id"]
-        for container, index in _image_slots(messages)
-        if container[index]["source"].get("type") == "screenshot_ref"
-    ]
+    blocks = (_block_at(messages, slot) for slot in _image_positions(messages))
+    return [b["source"]["id"] for b in blocks if b["source"].get("type") == "screenshot_ref"]
 
 
 def final_text(blocks: list[Block]) -> str:

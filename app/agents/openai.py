@@ -48,14 +48,13 @@ State layout (JSON, what `ctx.checkpoint` stores):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from openai import AsyncOpenAI
 
-from app.agents.base import RunContext, RunOutcome
+from app.agents.base import RunContext, RunOutcome, snapshot
 from app.agents.openai_repair import repair_calls
 from app.agents.openai_run import OpenAIRun
 from app.agents.openai_tools import DEFAULT_WAIT_SECONDS
@@ -110,7 +109,7 @@ class OpenAILoop:
         run = OpenAIRun(
             self.client,
             ctx,
-            {**new_state(), **copy.deepcopy(state)},
+            {**new_state(), **snapshot(state)},
             wait_seconds=self.wait_seconds,
             today=self.today(),
         )
@@ -120,6 +119,6 @@ class OpenAILoop:
         """Leave no computer_call unanswered; pure, no I/O. A call that never started is
         dropped (the next request branches from the response before it); one that
         started is answered with the last screenshot. See openai_repair.py."""
-        repaired = {**new_state(), **copy.deepcopy(state)}
+        repaired = {**new_state(), **snapshot(state)}
         repaired.update(repair_calls(repaired, reason))
         return repaired

@@ -19,7 +19,6 @@ item before it, which makes the next request branch from the response before
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -32,6 +31,7 @@ from app.agents.base import (
     SafetyDecision,
     StoredShot,
     TurnRecord,
+    snapshot,
 )
 from app.agents.openai_items import Item
 from app.agents.openai_tools import ActionInputError, call_actions, to_action, tool_of
@@ -178,7 +178,7 @@ class CallExecutor:
         # The human reviews the whole call: one action, or a GA batch as a whole.
         review = valid[0] if len(valid) == 1 else {"type": "batch", "actions": valid}
         decision = await self.ctx.await_safety(
-            call_id, review if valid else None, checks, copy.deepcopy(self.state)
+            call_id, review if valid else None, checks, snapshot(self.state)
         )
         self.state["awaiting"] = None
         if not decision.approved:

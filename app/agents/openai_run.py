@@ -11,7 +11,6 @@ restarted process resumes exactly where the last one left off.
 from __future__ import annotations
 
 import asyncio
-import copy
 from datetime import date
 from typing import Any
 
@@ -29,6 +28,7 @@ from app.agents.base import (
     RunOutcome,
     StoredShot,
     TurnRecord,
+    snapshot,
 )
 from app.agents.openai_calls import CallExecutor
 from app.agents.openai_repair import repair_calls
@@ -203,4 +203,4 @@ class OpenAIRun:
     async def checkpoint(self, events: list[Event] | None = None) -> None:
         # A snapshot: the runner keeps the object it was given (to repair after a
         # cancel), which must not change under it as the loop goes on.
-        await self.ctx.checkpoint(copy.deepcopy(self.state), events or [])
+        await self.ctx.checkpoint(snapshot(self.state), events or [])

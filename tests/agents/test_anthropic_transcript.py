@@ -3,6 +3,7 @@ repair, follow-up input placement."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import anthropic
@@ -150,3 +151,24 @@ def test_resolve_images_replaces_references_only_in_the_copy() -> None:
     }
     assert resolved[2]["content"][0]["content"][0]["source"]["data"] == "s1"
     assert messages[0]["content"][1]["source"]["type"] == "screenshot_ref"
+
+
+def test_request_preparation_never_changes_the_transcript_and_shares_the_rest() -> None:
+    # retain, breakpoints and resolve copy only what they change: the state the
+    # loop checkpoints must come out identical, and untouched turns are shared.
+    messages = conversation(12)
+    before = copy.deepcopy(messages)
+    sent = tx.retain_images(messages, keep=3, chunk=3)
+    sent = tx.add_cache_breakpoints(sent, 3)
+    sent = tx.resolve_images(
+        sent, lambda sid: {"type": "base64", "media_type": "image/png", "data": sid}
+    )
+    assert messages == before
+    assert tx.count_images(sent) == 4 and tx.screenshot_ids(sent) == []
+    assert tx.count_breakpoints(sent) == 3
+    # Assistant turns are unchanged: the same objects, not copies.
+    assert all(sent[i] is messages[i] for i in range(1, len(messages), 2))
+    # Every user turn changed (image dropped, or resolved): each is a new object.
+    assert all(sent[i] is not messages[i] for i in range(0, len(messages), 2))
+    assert sent[-1]["content"][0]["content"][0]["source"]["data"] == "s12"
+    assert sent[-1]["content"][0]["cache_control"] == tx.EPHEMERAL
