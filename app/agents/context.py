@@ -1,5 +1,13 @@
 """The RunContext the runner hands a provider loop: events, checkpoints, turns,
-screenshots and provider calls, each committed through the event log."""
+screenshots and provider calls, each committed through the event log.
+
+A turn record and a screenshot are not written on their own: they are staged and
+committed by the run's next write (an event or a checkpoint), which always
+follows before anything refers to them. That saves three of a step's seven
+sequential commits. A crash before that write loses nothing the state still
+needs: the last committed state still has the turn to record (resume records
+it again, idempotently), and no committed state or event names the screenshot.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ from app.agents.safety import policy_checks as evaluate_policy
 from app.computers.base import Computer, ShotImage
 from app.db import repositories as repo
 from app.db.models import RunRow, SafetyCheckRow, SessionRow, TurnRow, utcnow
-from app.events.log import EventLog
+from app.events.log import Apply, EventLog, EventsFor, NewEvent
 from app.events.types import StoredEvent
 from app.ids import new_id
 
@@ -66,6 +74,7 @@ class ServiceRunContext:
         self._safety_timeout_s = safety_timeout_s
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
+        self._staged: list[Apply] = []
 
     def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
         """The computer finished `action`: it counts as executed even if the run is
@@ -90,10 +99,44 @@ class ServiceRunContext:
 
     async def emit(self, type_: str, data: dict[str, Any]) -> int:
         stored = await self._committed(
-            self._log.append(self.config.session_id, self.config.run_id, [(type_, data)]),
-            lambda: self._observe([(type_, data)]),
+            self._write([(type_, data)]), lambda: self._observe([(type_, data)])
         )
         return stored[0].seq
+
+    def take_staged(self) -> Apply | None:
+        """The staged writes as one `apply` (None if there are none), for the runner's
+        final write of the run; they are no longer staged afterwards."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return None
+
+        async def apply(db: AsyncSession) -> None:
+            for save in staged:
+                await save(db)
+
+        return apply
+
+    async def _transact(
+        self, events: Sequence[NewEvent] | EventsFor = (), apply: Apply | None = None
+    ) -> tuple[list[StoredEvent], Any]:
+        """Every write of the context: the staged writes go first, in the same commit."""
+        staged = self.take_staged()
+        combined = apply
+        if staged is not None:
+
+            async def combined(db: AsyncSession) -> Any:
+                await staged(db)
+                return await apply(db) if apply is not None else None
+
+        return await self._log.transact(
+            self.config.session_id, self.config.run_id, events, combined
+        )
+
+    async def _write(
+        self, events: Sequence[NewEvent] = (), apply: Apply | None = None
+    ) -> list[StoredEvent]:
+        stored, _ = await self._transact(events, apply)
+        return stored
 
     async def _committed(
         self, write: Awaitable[list[StoredEvent]], on_commit: Callable[[], None]
@@ -122,13 +165,12 @@ class ServiceRunContext:
             self.state = state
             self._observe(events)
 
-        await self._committed(
-            self._log.append(session_id, self.config.run_id, list(events), apply=save), remember
-        )
+        await self._committed(self._write(list(events), save), remember)
         if self._should_suspend() and not state.get("in_flight"):
             raise RunSuspended
 
     async def record_turn(self, turn: TurnRecord) -> None:
+        """Staged: written by the run's next write."""
         config = self.config
 
         async def save(db: AsyncSession) -> None:
@@ -154,20 +196,22 @@ class ServiceRunContext:
                     run.usage = repo.add_usage(run.usage, turn.usage)
                     await repo.add_session_usage(db, config.session_id, turn.usage)
 
-        await self._log.append(config.session_id, config.run_id, apply=save)
+        self._staged.append(save)
 
     async def store_screenshot(self, image: ShotImage, page_url: str | None) -> StoredShot:
+        """Staged: written by the run's next write (the id is the content's hash, known now)."""
         session_id = self.config.session_id
+        shot_id, _ = repo.screenshot_id(session_id, image.data)
 
-        async def save(db: AsyncSession) -> str:
-            shot_id = await repo.store_screenshot(
+        async def save(db: AsyncSession) -> None:
+            stored = await repo.store_screenshot(
                 db, session_id, image.data, image.media_type, image.width, image.height
             )
+            assert stored == shot_id
             if page_url is not None:
                 await repo.update_session(db, session_id, page_url=page_url)
-            return shot_id
 
-        _, shot_id = await self._log.transact(session_id, self.config.run_id, apply=save)
+        self._staged.append(save)
         self._remember(shot_id, image)
         return StoredShot(
             shot_id, session_id, image.width, image.height, image.media_type, page_url
@@ -257,7 +301,7 @@ class ServiceRunContext:
             await repo.update_session(db, session_id, agent_state=state)
             return events
 
-        await self._log.transact(session_id, run_id, lambda events: events, persist)
+        await self._transact(lambda events: events, persist)
         self.state = state
         return await self._wait_for_decision(call_id)
 
@@ -301,7 +345,7 @@ class ServiceRunContext:
             rows = await repo.expire_pending_checks(db, run_id, utcnow(), call_id)
             return [("safety_check.expired", check_event_data(row)) for row in rows]
 
-        await self._log.transact(self.config.session_id, run_id, lambda events: events, expire)
+        await self._transact(lambda events: events, expire)
 
     async def _resume_after_decision(self, call_id: str) -> None:
         run_id, session_id = self.config.run_id, self.config.session_id
@@ -316,4 +360,4 @@ class ServiceRunContext:
                 session.status = "running"
             return [("run.resumed", {"reason": "safety_check_acknowledged", "call_id": call_id})]
 
-        await self._log.transact(session_id, run_id, lambda events: events, resume)
+        await self._transact(lambda events: events, resume)

@@ -11,6 +11,7 @@ repairs the transcript and announces `run.cancelled`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from app.agents.safety import SafetyGate, check_event_data
 from app.computers.base import Computer, ComputerError, Display
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
-from app.events.log import EventLog, WriteRefused
+from app.events.log import Apply, EventLog, WriteRefused
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -334,6 +335,8 @@ class Runner:
         assert inner is not None
         session_id, run_id = ctx.config.session_id, ctx.config.run_id
         reason = active.cancel_reason
+        # The loop's staged writes (its last turn record) go into the run's final commit.
+        finish = functools.partial(self._finish, staged=ctx.take_staged())
         if inner.cancelled() or reason is not None:
             if reason == "shutdown":
                 return  # left `running` with its last checkpoint: resumed at the next start
@@ -344,7 +347,7 @@ class Runner:
             )
             state = loop.repair(ctx.state, note)
             if reason == "time_limit":
-                await self._finish(
+                await finish(
                     session_id,
                     run_id,
                     "failed",
@@ -354,7 +357,7 @@ class Runner:
                     state,
                 )
             else:
-                await self._finish(
+                await finish(
                     session_id,
                     run_id,
                     "cancelled",
@@ -368,14 +371,14 @@ class Runner:
         exc = inner.exception()
         if exc is None:
             outcome = inner.result()
-            await self._finish(
+            await finish(
                 session_id, run_id, "completed", outcome.stop_reason, outcome.output, None, None
             )
         elif isinstance(exc, RunSuspended):
             return
         elif isinstance(exc, RunHalted):
             # A rejected or expired safety check: the loop left a valid transcript.
-            await self._finish(
+            await finish(
                 session_id,
                 run_id,
                 "cancelled",
@@ -386,7 +389,7 @@ class Runner:
                 ctx.last_action_executed,
             )
         elif isinstance(exc, RunLimitExceeded):
-            await self._finish(
+            await finish(
                 session_id,
                 run_id,
                 "failed",
@@ -397,7 +400,7 @@ class Runner:
             )
         elif isinstance(exc, ProviderError):
             state = loop.repair(ctx.state, "Interrupted: the provider call failed.")
-            await self._finish(
+            await finish(
                 session_id,
                 run_id,
                 "failed",
@@ -410,7 +413,7 @@ class Runner:
             log.error("run %s failed", run_id, exc_info=exc)
             kind = "computer_error" if isinstance(exc, ComputerError) else "internal_error"
             state = loop.repair(ctx.state, "Interrupted: the run failed.")
-            await self._finish(
+            await finish(
                 session_id,
                 run_id,
                 "failed",
@@ -430,11 +433,15 @@ class Runner:
         error: dict[str, Any] | None,
         state: dict[str, Any] | None,
         last_action: dict[str, Any] | None = None,
+        *,
+        staged: Apply | None = None,
     ) -> None:
         """Commit the terminal state and its event together (nothing if already ended)."""
         now = utcnow()
 
         async def apply(db: AsyncSession) -> dict[str, Any] | None:
+            if staged is not None:
+                await staged(db)
             run = await db.get(RunRow, run_id)
             if run is None or run.status in repo.TERMINAL_RUN_STATUSES:
                 return None

@@ -320,6 +320,13 @@ async def test_max_steps_ends_the_run(service: Service, strict_fake: FakeAnthrop
     end = events[-1]
     assert end["type"] == "run.failed" and end["data"]["stop_reason"] == "max_steps"
     assert len(strict_fake.requests) == 2
+    # The last turn's results were recorded by the run's final commit, usage counted once.
+    sid, rid = session["id"], session["active_run_id"]
+    turns = (await service.client.get(f"/v1/sessions/{sid}/turns", params={"run_id": rid})).json()
+    assert [len(t["results"]) for t in turns["data"]] == [1, 1]
+    run = (await service.client.get(f"/v1/sessions/{sid}/runs/{rid}")).json()
+    assert run["usage"]["output_tokens"] == sum(t["usage"]["output_tokens"] for t in turns["data"])
+    assert end["data"]["usage"] == run["usage"]
     # Stopped at a step boundary: every call answered, so a follow-up run is valid.
     strict_fake.enqueue(text_message("ok"))
     follow = await service.client.post(
