@@ -90,7 +90,6 @@ async def create_session(
             metadata_=body.metadata,
             active_run_id=run_id,
             last_run_id=run_id,
-            last_event_seq=0,
             usage={},
             agent_state={},
             created_at=now,
@@ -126,10 +125,9 @@ async def create_session(
     if run_id is not None:
         events.append(("run.queued", {"run_id": run_id, "input": body.task}))
     stored, (session, run) = await services.log.transact(session_id, run_id, events, insert)
-    session.last_event_seq = stored[-1].seq
     if run_id is not None:
         services.runner.schedule(session_id, run_id, resumed=False)
-    return session_view(session, run)
+    return session_view(session, run, stored[-1].seq)
 
 
 @router.get("", response_model=schemas.Page[schemas.Session], summary="List sessions, newest first")

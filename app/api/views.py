@@ -17,7 +17,7 @@ def _usage(raw: dict[str, Any] | None) -> schemas.Usage:
     return schemas.Usage(**{k: int(raw.get(k, 0) or 0) for k in schemas.Usage.model_fields})
 
 
-def session_view(row: SessionRow, last_run: RunRow | None) -> schemas.Session:
+def session_view(row: SessionRow, last_run: RunRow | None, last_event_seq: int) -> schemas.Session:
     return schemas.Session(
         id=row.id,
         status=row.status,  # type: ignore[arg-type]
@@ -35,7 +35,7 @@ def session_view(row: SessionRow, last_run: RunRow | None) -> schemas.Session:
             if last_run is not None
             else None
         ),
-        last_event_seq=row.last_event_seq or 0,
+        last_event_seq=last_event_seq,
         usage=_usage(row.usage),
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -45,7 +45,8 @@ def session_view(row: SessionRow, last_run: RunRow | None) -> schemas.Session:
 async def sessions_view(db: AsyncSession, rows: Sequence[SessionRow]) -> list[schemas.Session]:
     run_ids = [r.last_run_id for r in rows if r.last_run_id]
     runs = {run.id: run for run in await repo.get_runs(db, run_ids)} if run_ids else {}
-    return [session_view(r, runs.get(r.last_run_id or "")) for r in rows]
+    seqs = await repo.last_event_seqs(db, [r.id for r in rows]) if rows else {}
+    return [session_view(r, runs.get(r.last_run_id or ""), seqs.get(r.id, 0)) for r in rows]
 
 
 def run_view(row: RunRow) -> schemas.Run:

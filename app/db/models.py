@@ -65,7 +65,6 @@ class SessionRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
     active_run_id: Mapped[str | None] = mapped_column(String(40))
     last_run_id: Mapped[str | None] = mapped_column(String(40))
-    last_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     usage: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # The provider loop's resumable state (transcript with screenshots by reference,
     # in-flight action, response ids). Written only at step boundaries.

@@ -182,7 +182,6 @@ class EventLog:
                 results.append((stored, applied))
             if rows:
                 await repo.insert_events(db, rows)
-            await repo.set_last_event_seqs(db, {sid: seqs[sid] for sid in touched})
         # Committed: only now do the numbers become real and readers hear of them.
         self._last_seq.update({sid: seqs[sid] for sid in touched})
         for write, result in zip(batch, results, strict=True):

@@ -209,3 +209,33 @@ def test_cli_serve_refuses_public_host_without_api_keys(tmp_path: Path) -> None:
     assert "ALLOW_NO_AUTH" in result.stderr
     # It refused before touching the database.
     assert not db_file.exists()
+
+
+async def test_0002_drops_last_event_seq_and_its_downgrade_restores_the_values(
+    fresh_engine: AsyncEngine,
+) -> None:
+    await upgrade(fresh_engine, "0001")
+    async with fresh_engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO sessions (id, tenant, status, provider, model, computer, options, "
+            "safety, metadata, last_event_seq, usage, agent_state, created_at, updated_at) "
+            "VALUES ('ses_a', 't', 'idle', 'anthropic', 'm', '{}', '{}', '{}', '{}', 3, '{}', "
+            "'{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+        for seq in (1, 2, 3):
+            await connection.exec_driver_sql(
+                "INSERT INTO events (session_id, seq, type, data, created_at) "
+                f"VALUES ('ses_a', {seq}, 'run.queued', '{{}}', CURRENT_TIMESTAMP)"
+            )
+    await upgrade(fresh_engine)
+    async with fresh_engine.connect() as connection:
+        assert await connection.run_sync(_schema_diff) == []
+        columns = await connection.run_sync(
+            lambda c: {col["name"] for col in inspect(c).get_columns("sessions")}
+        )
+    assert "last_event_seq" not in columns
+
+    await downgrade(fresh_engine, "0001")
+    async with fresh_engine.connect() as connection:
+        rows = await connection.exec_driver_sql("SELECT id, last_event_seq FROM sessions")
+        assert rows.all() == [("ses_a", 3)]
