@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench._service --database-url URL --anthropic-url URL [--max-active-runs N]
 
-Serves create_app() under uvicorn on a loopback port (the tests' ServiceServer),
+Serves create_app() under uvicorn on uvloop (as `agent-sessions serve` does) on a
+loopback port (the tests' ServiceServer),
 prints `URL <url>`, and measures its own event-loop lag: a task asks to sleep
 10 ms and records how late it wakes. Commands on stdin, one a line:
 `reset` (forget lag samples), `stats` (print one JSON line: lag percentiles,
@@ -17,6 +18,8 @@ import json
 import resource
 import sys
 import time
+
+import uvloop
 
 from bench._harness import pct, rss_kb
 from tests.conftest import ServiceServer, make_settings
@@ -75,4 +78,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # as `agent-sessions serve` runs (uvicorn picks uvloop)
