@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -58,6 +59,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn  # imported here so `migrate` does not pay for it
 
+    from app.lifespan import freeze_startup_heap
     from app.main import create_app
 
     app = create_app(settings)
@@ -66,6 +68,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         """uvicorn drains HTTP connections before the lifespan shutdown runs; the
         service must stop taking runs (503) and let runs stop at their next step
         boundary from the moment the signal arrives, not after that drain."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            freeze_startup_heap()  # after the lifespan's start-up: its objects live on
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             services = getattr(app.state, "services", None)
