@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -17,7 +18,7 @@ from app.api.errors import Problem
 from app.api.schemas import ID_PATTERN, MAX_SEQ
 from app.db import repositories as repo
 from app.deps import ServicesDep, SessionOr404
-from app.events.sse import StreamRequest, stream_events
+from app.events.sse import StreamRequest, sse_frame, stream_batches
 from app.events.types import StoredEvent
 from app.lifespan import Services
 
@@ -93,6 +94,12 @@ async def _inline_images(services: Services, session_id: str, event: StoredEvent
     return payload
 
 
+async def _image_frame(services: Services, session_id: str, event: StoredEvent) -> bytes:
+    payload = await _inline_images(services, session_id, event)
+    data = json.dumps(payload, separators=(",", ":"))
+    return ServerSentEvent(data=data, event=event.type, id=str(event.seq)).encode()
+
+
 async def _target_run(
     services: Services, session_id: str, run_id: str | None, active_run_id: str | None
 ) -> str | None:
@@ -166,19 +173,20 @@ async def get_events(
     # ("incomplete chunked read", curl exit 18) and uvicorn logs one per open stream.
     shutting_down = anyio.Event()
 
-    async def body() -> AsyncIterator[ServerSentEvent]:
+    async def body() -> AsyncIterator[ServerSentEvent | bytes]:
         yield ServerSentEvent(retry=settings.sse_retry_ms)
-        async for event in stream_events(
+        batches = stream_batches(
             services.sessionmaker, services.broker, stream_request, stop=shutting_down.is_set
-        ):
-            payload = (
-                await _inline_images(services, session_id, event)
-                if include_images
-                else event.to_json()
-            )
-            yield ServerSentEvent(
-                data=json.dumps(payload, separators=(",", ":")), event=event.type, id=str(event.seq)
-            )
+        )
+        async with aclosing(batches):  # a client gone: unsubscribe now, not at GC
+            async for batch in batches:
+                # One body chunk (one socket write) per batch: a replayed page, or all the
+                # events queued for this client since its last write.
+                if include_images:
+                    frames = [await _image_frame(services, session_id, e) for e in batch]
+                else:
+                    frames = [sse_frame(e) for e in batch]
+                yield b"".join(frames)
 
     return EventSourceResponse(
         body(),

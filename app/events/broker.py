@@ -56,6 +56,21 @@ class Subscription:
         except TimeoutError:
             return None
 
+    async def get_many(self, wait_s: float | None = None, limit: int = 256) -> list[StoredEvent]:
+        """Everything queued (at most `limit`), waiting up to `wait_s` s for the first;
+        empty when closed, lagged or nothing came. A busy stream then sends what piled
+        up in one write instead of one per event."""
+        first = await self.get(wait_s)
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < limit and not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event is None:  # closed: `closed` is set, the next call returns []
+                break
+            batch.append(event)
+        return batch
+
     def reset_lag(self) -> None:
         """Drop what is queued and receive again; the caller re-reads from the database."""
         while not self.queue.empty():

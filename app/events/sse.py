@@ -9,10 +9,13 @@ every stored event exactly once, in seq order, whatever the timing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import ServerSentEvent
 
 from app.db import repositories as repo
 from app.events.broker import Broker
@@ -30,16 +33,28 @@ class StreamRequest:
     until_run: str | None = None
 
 
+def sse_frame(event: StoredEvent) -> bytes:
+    """The event as one SSE message (`id`, `event`, `data: <Event JSON>`), encoded on
+    first use and kept on the event: the Broker hands the same object to every
+    subscriber, so a fan-out to N streams encodes it once, not N times."""
+    if event.frame is None:
+        data = json.dumps(event.to_json(), separators=(",", ":"))
+        frame = ServerSentEvent(data=data, event=event.type, id=str(event.seq)).encode()
+        object.__setattr__(event, "frame", frame)  # a cache, not state: frozen otherwise
+        return frame
+    return event.frame
+
+
 async def _read_from(
     sessionmaker: async_sessionmaker[AsyncSession], session_id: str, after: int
-) -> AsyncIterator[StoredEvent]:
+) -> AsyncGenerator[list[StoredEvent], None]:
     cursor = after
     while True:
         async with sessionmaker() as db:
             page = await repo.list_events(db, session_id, cursor, REPLAY_PAGE)
-        for event in page:
-            cursor = event.seq
-            yield event
+        if page:
+            cursor = page[-1].seq
+            yield page
         if len(page) < REPLAY_PAGE:
             return
 
@@ -52,7 +67,25 @@ async def stream_events(
     wake_every: float = 1.0,
     stop: Callable[[], bool] | None = None,
 ) -> AsyncIterator[StoredEvent]:
-    """Yield the session's events after `request.after`, then live ones until told to stop.
+    """`stream_batches`, one event at a time."""
+    batches = stream_batches(sessionmaker, broker, request, wake_every=wake_every, stop=stop)
+    async with aclosing(batches):  # closing this generator unsubscribes at once
+        async for batch in batches:
+            for event in batch:
+                yield event
+
+
+async def stream_batches(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    broker: Broker,
+    request: StreamRequest,
+    *,
+    wake_every: float = 1.0,
+    stop: Callable[[], bool] | None = None,
+) -> AsyncGenerator[list[StoredEvent], None]:
+    """Yield the session's events after `request.after`, then live ones until told to
+    stop, in runs of consecutive events: a replayed page, or what was queued for the
+    subscriber since it last read (never empty).
 
     `stop` is asked before each wait for a live event (so at least every `wake_every` s):
     when it says so, the stream ends (the server is shutting down; the client resumes
@@ -72,36 +105,46 @@ async def stream_events(
                 replay_needed = False
                 if sub is not None:
                     sub.reset_lag()
-                async for event in _read_from(sessionmaker, request.session_id, cursor):
-                    cursor = event.seq
-                    yield event
-                    if _is_end(event, request):
+                async for page in _read_from(sessionmaker, request.session_id, cursor):
+                    batch, ended = _take(page, request)
+                    cursor = batch[-1].seq
+                    yield batch
+                    if ended:
                         return
             if sub is None or not request.follow:
                 return
             if stop is not None and stop():
                 return
-            event_or_none = await sub.get(wake_every)
-            if event_or_none is None:
+            queued = await sub.get_many(wake_every)
+            if not queued:
                 if sub.closed:
                     return
                 if sub.lagged:
                     replay_needed = True
                 continue
-            event = event_or_none
-            if event.seq <= cursor:
+            fresh = [event for event in queued if event.seq > cursor]
+            if not fresh:
                 continue
-            if event.seq > cursor + 1:
+            if fresh[0].seq != cursor + 1 or fresh[-1].seq != cursor + len(fresh):
                 # Something was missed (cannot normally happen): the database has it.
                 replay_needed = True
                 continue
-            cursor = event.seq
-            yield event
-            if _is_end(event, request):
+            batch, ended = _take(fresh, request)
+            cursor = batch[-1].seq
+            yield batch
+            if ended:
                 return
     finally:
         if sub is not None:
             sub.unsubscribe()
+
+
+def _take(events: list[StoredEvent], request: StreamRequest) -> tuple[list[StoredEvent], bool]:
+    """`events` up to the one that ends the stream, if any; True when it does."""
+    for i, event in enumerate(events):
+        if _is_end(event, request):
+            return events[: i + 1], True
+    return events, False
 
 
 def _is_end(event: StoredEvent, request: StreamRequest) -> bool:

@@ -5,7 +5,7 @@ The documented wire shape of each type (its `data` model) is in events/schemas.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -46,6 +46,8 @@ class StoredEvent:
     type: str
     data: dict[str, Any]
     created_at: datetime
+    # The SSE frame, encoded once for every subscriber (events/sse.py: sse_frame).
+    frame: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The wire form: what SSE `data:` lines and JSON pages carry."""

@@ -4,17 +4,19 @@ commit before publish, group commit, and a lagging subscriber catching up."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import ServerSentEvent
 
 from app.db import repositories as repo
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import SessionRow
 from app.events.broker import Broker
 from app.events.log import EventLog
-from app.events.sse import StreamRequest, stream_events
+from app.events.sse import StreamRequest, sse_frame, stream_batches, stream_events
 
 
 @pytest.fixture
@@ -137,3 +139,32 @@ async def test_stuck_subscriber_does_not_block_and_catches_up(
     await stream.aclose()
     assert received == list(range(1, 202))
     assert event_log.broker.subscriber_count("ses_slow") == 0
+
+
+async def test_queued_events_come_as_one_batch_and_each_frame_is_encoded_once(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await new_session(event_log, "ses_batch")
+    request = StreamRequest("ses_batch", after=0, follow=True)
+    readers = [
+        stream_batches(sessionmaker, event_log.broker, request, wake_every=0.05) for _ in range(2)
+    ]
+    for reader in readers:
+        assert [e.seq for e in await anext(reader)] == [1]  # the replay; now subscribed
+    for i in range(5):
+        await event_log.append("ses_batch", None, [("assistant.message", {"i": i})])
+    batches = [await asyncio.wait_for(anext(reader), 5) for reader in readers]
+    for reader in readers:
+        await reader.aclose()
+    # Published while nobody read: each reader gets all five in one batch (one write).
+    assert [[e.seq for e in batch] for batch in batches] == [[2, 3, 4, 5, 6]] * 2
+    # Both readers hold the same event objects: the frame is encoded once for both.
+    frames = [[sse_frame(e) for e in batch] for batch in batches]
+    assert all(a is b for a, b in zip(*frames, strict=True))
+    expected = ServerSentEvent(
+        data=json.dumps(batches[0][0].to_json(), separators=(",", ":")),
+        event="assistant.message",
+        id="2",
+    ).encode()
+    assert frames[0][0] == expected
+    assert event_log.broker.subscriber_count("ses_batch") == 0
