@@ -73,6 +73,8 @@ class RequestBuilder:
         self.keep = min(keep, MAX_IMAGES_PER_REQUEST)
         default_chunk = min(self.keep, MAX_IMAGES_PER_REQUEST - self.keep)
         self.chunk = max(1, image_chunk if image_chunk is not None else default_chunk)
+        # Old turns go at the same turns as old images: one cache rewrite, not two.
+        self.turns = config.turn_retention or 0
         self._sources: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def remember(self, shot_id: str, image: ShotImage) -> None:
@@ -86,7 +88,8 @@ class RequestBuilder:
 
     async def build(self, messages: list[tx.Message]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(keyword arguments for create(), a summary for the turn record without images)."""
-        sent = tx.retain_images(messages, self.keep, self.chunk)
+        sent, omitted = tx.retain_turns(messages, self.turns, self.chunk)
+        sent = tx.retain_images(sent, self.keep, self.chunk)
         if self.caching:
             sent = tx.add_cache_breakpoints(sent, CACHED_USER_TURNS)
         for shot_id in tx.screenshot_ids(sent):
@@ -116,6 +119,7 @@ class RequestBuilder:
             "tools": [self.tool],
             "system_chars": len(self.system),
             "messages": len(sent),
+            "turns_omitted": omitted,
             "images": tx.count_images(sent),
             "cache_breakpoints": tx.count_breakpoints([system, *sent]),
         }

@@ -23,6 +23,7 @@ INTERRUPTED = (
     "not have taken effect. Here is a fresh screenshot."
 )
 IMAGE_PLACEHOLDER = "[older screenshot removed to save context]"
+TURNS_OMITTED = "[{n} earlier turns (computer actions and their results) omitted to save context]"
 EPHEMERAL = {"type": "ephemeral"}
 
 
@@ -174,6 +175,34 @@ def retain_images(messages: list[Message], keep: int, chunk: int) -> list[Messag
     to_remove = excess - excess % max(chunk, 1) if excess > 0 else 0
     placeholder = {"type": "text", "text": IMAGE_PLACEHOLDER}
     return _replaced(messages, {slot: dict(placeholder) for slot in slots[:to_remove]})
+
+
+def retain_turns(messages: list[Message], keep: int, chunk: int) -> tuple[list[Message], int]:
+    """(the transcript sending the first message and the newest `keep` turns, how many
+    turns were left out); the input is not changed. A turn is an assistant message and
+    the user message answering it; the oldest go first, in multiples of `chunk` (the
+    prefix then holds for `chunk` turns, as with images), and only while the answer
+    holds nothing but tool results and screenshots: a person's input (a run's
+    follow-up, a continue prompt) is never dropped, nor anything after it. The first
+    message gets a note saying how many turns are missing."""
+    assistants = sum(1 for m in messages[1:] if m["role"] == "assistant")
+    excess = assistants - keep
+    if keep <= 0 or excess < chunk:
+        return messages, 0
+    droppable = 0
+    for i in range(1, len(messages) - 1, 2):
+        answer = messages[i + 1]
+        if messages[i]["role"] != "assistant" or answer["role"] != "user":
+            break
+        if any(b.get("type") not in ("tool_result", "image") for b in answer["content"]):
+            break
+        droppable += 1
+    drop = min(excess - excess % max(chunk, 1), droppable)
+    if drop <= 0:
+        return messages, 0
+    first = messages[0]
+    note = {"type": "text", "text": TURNS_OMITTED.format(n=drop)}
+    return [{**first, "content": [*first["content"], note]}, *messages[1 + 2 * drop :]], drop
 
 
 def add_cache_breakpoints(messages: list[Message], user_turns: int) -> list[Message]:

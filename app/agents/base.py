@@ -58,6 +58,7 @@ class RunConfig:
     prompt_caching: bool
     max_tokens: int
     safety: dict[str, Any] = field(default_factory=dict)
+    turn_retention: int | None = None  # None: every turn is sent
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ def run_config(session: SessionRow, run: RunRow, settings: Settings) -> RunConfi
         ),
         max_tokens=settings.max_tokens,
         safety=session.safety or {},
+        turn_retention=options.get("turn_retention"),
     )
 
 

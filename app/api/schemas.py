@@ -102,6 +102,16 @@ class ComputerSpec(_Strict):
 class RunOptions(_Strict):
     max_steps: int | None = Field(default=None, ge=1, le=1000)
     image_retention: int | None = Field(default=None, ge=1, le=100)
+    turn_retention: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Anthropic only: send the task plus the newest N turns (older tool exchanges are "
+            "dropped, a chunk at a time like images, and the model is told how many); "
+            "null keeps every turn. Bounds the request size of long sessions."
+        ),
+    )
     thinking_budget: int | None = Field(default=None, ge=1024, le=128_000)
     tool_version: str | None = None
     prompt_caching: bool | None = None

@@ -40,6 +40,12 @@ def _check_create(body: schemas.SessionCreate, services: ServicesDep) -> None:
             raise _invalid(
                 "options.tool_version", f"{version!r} is not a {body.provider} tool version"
             )
+    if body.options.turn_retention is not None and body.provider != "anthropic":
+        raise _invalid(
+            "options.turn_retention",
+            "turn_retention applies to anthropic sessions (OpenAI keeps the conversation "
+            "server-side and truncates it itself)",
+        )
     kind = body.computer.type
     if kind == "fake" and not settings.enable_fake_computer:
         raise _invalid("computer.type", "the fake computer is disabled (ENABLE_FAKE_COMPUTER)")

@@ -295,3 +295,36 @@ async def test_long_conversation_keeps_four_breakpoints_and_few_images(
     reads = [ctx.turns[n].usage["cache_read_input_tokens"] for n in range(turns + 1)]
     assert reads[0] == 0 and all(r > 0 for r in reads[1:])
     assert ctx.loads == 0  # every screenshot sent came from the loop's own cache
+
+
+async def test_turn_retention_bounds_what_long_sessions_send(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    # Through the real SDK to the strict fake: every trimmed request is a valid one
+    # (roles alternate, each tool_result answers a tool_use of the message before it).
+    turns = 14
+    fake.enqueue(
+        *[
+            tool_use_message(computer_call("left_click", coordinate=[10 + n, 10]))
+            for n in range(turns)
+        ],
+        text_message("Finished"),
+    )
+    ctx = MemoryContext(make_config(image_retention=3, turn_retention=4), FakeComputer())
+
+    outcome = await AnthropicLoop(client).run(ctx, {}, "go", resumed=False)
+
+    assert outcome.stop_reason == "end_turn" and fake.script_errors == []
+    requests = bodies(fake)
+    sent_turns = [sum(1 for m in body["messages"] if m["role"] == "assistant") for body in requests]
+    assert sent_turns == [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 4, 5, 6, 4, 5]
+    sizes = [len(json.dumps(body)) for body in requests]
+    # Bounded: no later request is larger than the 6-turn one plus the note (~90 bytes),
+    # and the same point of the cycle has the same size (the one before: no growth).
+    assert max(sizes[7:]) <= sizes[6] + 200
+    assert sizes[9:12] == sizes[12:15]
+    last = requests[-1]["messages"]
+    assert last[0]["content"][0] == {"type": "text", "text": "go"}
+    assert last[0]["content"][-1]["text"] == tx.TURNS_OMITTED.format(n=9)
+    assert ctx.turns[14].request["turns_omitted"] == 9
+    assert tx.count_breakpoints(requests[-1]) == 4

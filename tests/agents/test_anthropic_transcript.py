@@ -172,3 +172,31 @@ def test_request_preparation_never_changes_the_transcript_and_shares_the_rest() 
     assert all(sent[i] is not messages[i] for i in range(0, len(messages), 2))
     assert sent[-1]["content"][0]["content"][0]["source"]["data"] == "s12"
     assert sent[-1]["content"][0]["cache_control"] == tx.EPHEMERAL
+
+
+def test_turn_retention_drops_old_turns_in_chunks_and_says_so() -> None:
+    sent_turns = []
+    for turns in range(0, 12):
+        messages = conversation(turns)
+        before = copy.deepcopy(messages)
+        kept, omitted = tx.retain_turns(messages, keep=4, chunk=3)
+        assert messages == before  # the stored transcript is untouched
+        assert kept[0]["role"] == "user" and kept[0]["content"][:2] == messages[0]["content"]
+        if omitted:
+            note = tx.TURNS_OMITTED.format(n=omitted)
+            assert kept[0]["content"][-1] == {"type": "text", "text": note}
+        # Roles still alternate, the newest turns are the ones kept, whole.
+        assert all(kept[i]["role"] != kept[i + 1]["role"] for i in range(len(kept) - 1))
+        assert kept[1:] == messages[1 + 2 * omitted :]
+        sent_turns.append(turns - omitted)
+    # Between keep and keep + chunk - 1 turns: 4, 5, 6, then 4 again.
+    assert sent_turns == [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 4, 5]
+
+
+def test_turn_retention_never_drops_a_persons_input_or_what_follows_it() -> None:
+    messages = conversation(8)
+    messages[6]["content"].append({"type": "text", "text": "now search for hats"})  # a follow-up
+    kept, omitted = tx.retain_turns(messages, keep=1, chunk=1)
+    # Turns 1 and 2 go; turn 3's answer carries the follow-up: it and all after it stay.
+    assert omitted == 2 and kept[1:] == messages[5:]
+    assert any(b.get("text") == "now search for hats" for m in kept for b in m["content"])

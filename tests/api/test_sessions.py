@@ -88,6 +88,15 @@ async def test_bad_input_gets_problem_json_naming_the_field(service: Service) ->
         422,
         "options.tool_version",
     )
+    for options, provider in (
+        ({"turn_retention": 0}, "anthropic"),
+        ({"turn_retention": 5}, "openai"),
+    ):
+        assert_problem(
+            await c.post("/v1/sessions", json={"provider": provider, "options": options}),
+            422,
+            "options.turn_retention",
+        )
     assert_problem(
         await c.post("/v1/sessions", json={"provider": "anthropic", "task": "x" * 100_001}),
         422,
