@@ -1,19 +1,22 @@
 """Provider request size per turn over a long session: image retention + caching against
 keeping every image, through the real service in the same run.
 
-    .venv/bin/python -m bench.request_size [--turns 60] [--retention 3] [--quick]
+    .venv/bin/python -m bench.request_size [--turns 60] [--retention 3] [--turn-retention 10]
 
 The service (in this process under uvicorn, fake computer, SQLite in a temp dir)
 runs one session of `--turns` model calls against the fake Anthropic server
 (each reply a screenshot action, the last a final text), once with
 `image_retention` = `--retention` and prompt caching on, once keeping every
-image (the baseline: retention 100, caching on). For each request the fake
+image (the baseline: retention 100, caching on), and once more with
+`turn_retention` = `--turn-retention` as well. For each request the fake
 received it reports the JSON body's bytes, its images, and the estimated input
 tokens (text: chars / 4; each image: width * height / 750, Anthropic's rule),
 plus the cached-prefix share (cache_read / all input tokens) from the usage the
 fake's deterministic prompt cache returned in `turn.completed`. Exits non-zero
-if a request carries more images than turn 10's plus one chunk, or if an event
-is lost or duplicated.
+if a request carries more images than turn 10's plus one chunk, if with
+turn_retention a request of the session's second half is larger than the
+largest of its first half (plus the omitted-turns note), or if an event is lost
+or duplicated.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.agents.anthropic_transcript import TURNS_OMITTED
 from app.computers.scaling import png_size
 from app.db.engine import migrate
 from bench import _harness as h
@@ -35,6 +39,7 @@ from tests.conftest import ServiceServer, make_settings
 from tests.fakes.anthropic_server import FakeAnthropic
 
 PIXELS_PER_TOKEN = 750
+NOTE_BYTES = len(TURNS_OMITTED) + 8  # the omitted-turns note in the first message
 
 
 @dataclass
@@ -76,7 +81,7 @@ def measure(body: dict[str, Any], usage: dict[str, Any]) -> Turn:
     )
 
 
-async def session(turns: int, retention: int) -> list[Turn]:
+async def session(turns: int, retention: int, turn_retention: int | None = None) -> list[Turn]:
     url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
     await migrate(url)
     with FakeAnthropic() as fake:
@@ -87,6 +92,8 @@ async def session(turns: int, retention: int) -> list[Turn]:
                 "image_retention": retention,
                 "prompt_caching": True,
             }
+            if turn_retention is not None:
+                options["turn_retention"] = turn_retention
             sid = await h.create_session(svc.client, options)
             stream = await h.subscribe(svc.client, h.Stream(sid))
             await h.check_stored(svc.client, stream)
@@ -119,15 +126,23 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--retention", type=int, default=3)
+    parser.add_argument("--turn-retention", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="20 turns")
     args = parser.parse_args()
     if args.quick:
         args.turns = 20
+        args.turn_retention = min(args.turn_retention, 5)  # trimming reaches steady state
     retained = await session(args.turns, args.retention)
     every = await session(args.turns, 100)
+    trimmed = await session(args.turns, args.retention, args.turn_retention)
     marks = sorted({1, 2, 5, 10, *range(20, args.turns + 1, 10), args.turns})
     show(f"image_retention {args.retention}, caching on:", retained, marks)
     show("baseline: every image kept (retention 100), caching on:", every, marks)
+    show(
+        f"image_retention {args.retention} + turn_retention {args.turn_retention}, caching on:",
+        trimmed,
+        marks,
+    )
     last, tenth = retained[-1], retained[9]
     chunk = args.retention  # the default chunk for retention <= 50
     most = max(t.images for t in retained)
@@ -139,8 +154,21 @@ async def main() -> None:
         f"x{(every[-1].image_tokens + every[-1].text_tokens) / (last.image_tokens + last.text_tokens):.1f}"
         " the tokens"
     )
+    half = args.turns // 2
+    first_max = max(t.bytes_ for t in trimmed[:half])
+    second_max = max(t.bytes_ for t in trimmed[half:])
+    one_chunk = trimmed[min(9 + chunk, args.turns - 1)]  # turn 10 + one chunk of turns
+    print(
+        f"turn_retention {args.turn_retention}: turn {args.turns} {trimmed[-1].bytes_:,} bytes, "
+        f"max of turns {half + 1}-{args.turns} {second_max:,} vs max of turns 1-{half} "
+        f"{first_max:,}; turn 10 {trimmed[9].bytes_:,}, turn {10 + chunk} (turn 10 + one "
+        f"chunk) {one_chunk.bytes_:,}: turn {args.turns} is "
+        f"x{trimmed[-1].bytes_ / one_chunk.bytes_:.2f} of it"
+    )
     if most > tenth.images + chunk:
         raise SystemExit("IMAGES NOT BOUNDED")
+    if second_max > first_max + NOTE_BYTES:
+        raise SystemExit("BYTES NOT BOUNDED WITH turn_retention")
 
 
 if __name__ == "__main__":
