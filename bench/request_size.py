@@ -34,9 +34,13 @@ from app.agents.anthropic_transcript import TURNS_OMITTED
 from app.computers.scaling import png_size
 from app.db.engine import migrate
 from bench import _harness as h
-from bench._fake_provider import step_responder
 from tests.conftest import ServiceServer, make_settings
-from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.anthropic_server import (
+    FakeAnthropic,
+    computer_call,
+    text_message,
+    tool_use_message,
+)
 
 PIXELS_PER_TOKEN = 750
 NOTE_BYTES = len(TURNS_OMITTED) + 8  # the omitted-turns note in the first message
@@ -85,7 +89,12 @@ async def session(turns: int, retention: int, turn_retention: int | None = None)
     url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
     await migrate(url)
     with FakeAnthropic() as fake:
-        fake.enqueue(*([step_responder(turns - 1)] * turns))
+        # In order (one session): with turn_retention the request no longer shows how
+        # many turns came before, so the replies cannot be chosen by counting them.
+        fake.enqueue(
+            *[tool_use_message(computer_call("screenshot")) for _ in range(turns - 1)],
+            text_message("Done."),
+        )
         async with ServiceServer(make_settings(url, fake.base_url)) as svc:
             options = {
                 "max_steps": turns + 5,

@@ -73,8 +73,9 @@ class RequestBuilder:
         self.keep = min(keep, MAX_IMAGES_PER_REQUEST)
         default_chunk = min(self.keep, MAX_IMAGES_PER_REQUEST - self.keep)
         self.chunk = max(1, image_chunk if image_chunk is not None else default_chunk)
-        # Old turns go at the same turns as old images: one cache rewrite, not two.
         self.turns = config.turn_retention or 0
+        self._turns_cut = 0  # old turns the last request left out
+        self._images_cut: int | None = None  # old images it replaced
         self._sources: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def remember(self, shot_id: str, image: ShotImage) -> None:
@@ -88,8 +89,9 @@ class RequestBuilder:
 
     async def build(self, messages: list[tx.Message]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(keyword arguments for create(), a summary for the turn record without images)."""
-        sent, omitted = tx.retain_turns(messages, self.turns, self.chunk)
-        sent = tx.retain_images(sent, self.keep, self.chunk)
+        sent = tx.retain_images(messages, self.keep, self.chunk)
+        omitted = self._turns_to_omit(messages)
+        sent = tx.drop_turns(sent, omitted)
         if self.caching:
             sent = tx.add_cache_breakpoints(sent, CACHED_USER_TURNS)
         for shot_id in tx.screenshot_ids(sent):
@@ -124,6 +126,21 @@ class RequestBuilder:
             "cache_breakpoints": tx.count_breakpoints([system, *sent]),
         }
         return kwargs, summary
+
+    def _turns_to_omit(self, messages: list[tx.Message]) -> int:
+        """Old turns leave the request when old images do (the prefix changes then
+        anyway: one cache rewrite, not two), or, without screenshots to go by, once
+        two chunks more could go. Between `turn_retention` and about three chunks
+        more turns are sent."""
+        if self.turns <= 0:
+            return 0
+        target = tx.turns_to_drop(messages, self.turns, self.chunk)
+        images_cut = tx.image_cut(messages, self.keep, self.chunk)
+        if images_cut != self._images_cut or target >= self._turns_cut + 2 * self.chunk:
+            self._turns_cut = max(self._turns_cut, target)
+        self._images_cut = images_cut
+        # Never more than may go now (a rebuilt request, a transcript from elsewhere).
+        return min(self._turns_cut, tx.turns_to_drop(messages, self.turns, 1))
 
     @property
     def betas(self) -> list[str]:

@@ -168,27 +168,22 @@ def retain_images(messages: list[Message], keep: int, chunk: int) -> list[Messag
     text placeholder (the input is not changed). Removal happens in multiples of
     `chunk` so that the request prefix (and with it the prompt cache) stays unchanged
     for `chunk` turns at a time: between `keep` and `keep + chunk - 1` images are sent."""
-    if keep <= 0:
-        return messages
     slots = list(_image_positions(messages))
-    excess = len(slots) - keep
-    to_remove = excess - excess % max(chunk, 1) if excess > 0 else 0
+    to_remove = image_cut(messages, keep, chunk)
     placeholder = {"type": "text", "text": IMAGE_PLACEHOLDER}
     return _replaced(messages, {slot: dict(placeholder) for slot in slots[:to_remove]})
 
 
-def retain_turns(messages: list[Message], keep: int, chunk: int) -> tuple[list[Message], int]:
-    """(the transcript sending the first message and the newest `keep` turns, how many
-    turns were left out); the input is not changed. A turn is an assistant message and
-    the user message answering it; the oldest go first, in multiples of `chunk` (the
-    prefix then holds for `chunk` turns, as with images), and only while the answer
-    holds nothing but tool results and screenshots: a person's input (a run's
-    follow-up, a continue prompt) is never dropped, nor anything after it. The first
-    message gets a note saying how many turns are missing."""
+def turns_to_drop(messages: list[Message], keep: int, chunk: int) -> int:
+    """How many of the oldest turns may be left out to send the newest `keep`: a
+    multiple of `chunk` (the prefix then holds for `chunk` turns, as with images),
+    and only while the turn's answer holds nothing but tool results and screenshots:
+    a person's input (a run's follow-up, a continue prompt) is never dropped, nor
+    anything after it. A turn is an assistant message and the user message after it."""
     assistants = sum(1 for m in messages[1:] if m["role"] == "assistant")
     excess = assistants - keep
     if keep <= 0 or excess < chunk:
-        return messages, 0
+        return 0
     droppable = 0
     for i in range(1, len(messages) - 1, 2):
         answer = messages[i + 1]
@@ -197,12 +192,25 @@ def retain_turns(messages: list[Message], keep: int, chunk: int) -> tuple[list[M
         if any(b.get("type") not in ("tool_result", "image") for b in answer["content"]):
             break
         droppable += 1
-    drop = min(excess - excess % max(chunk, 1), droppable)
-    if drop <= 0:
-        return messages, 0
+    return min(excess - excess % max(chunk, 1), droppable)
+
+
+def drop_turns(messages: list[Message], count: int) -> list[Message]:
+    """The transcript without its `count` oldest turns (see turns_to_drop), the first
+    message noting how many are missing; the input is not changed."""
+    if count <= 0:
+        return messages
     first = messages[0]
-    note = {"type": "text", "text": TURNS_OMITTED.format(n=drop)}
-    return [{**first, "content": [*first["content"], note]}, *messages[1 + 2 * drop :]], drop
+    note = {"type": "text", "text": TURNS_OMITTED.format(n=count)}
+    return [{**first, "content": [*first["content"], note]}, *messages[1 + 2 * count :]]
+
+
+def image_cut(messages: list[Message], keep: int, chunk: int) -> int:
+    """How many of the oldest images retain_images replaces."""
+    if keep <= 0:
+        return 0
+    excess = count_images(messages) - keep
+    return excess - excess % max(chunk, 1) if excess > 0 else 0
 
 
 def add_cache_breakpoints(messages: list[Message], user_turns: int) -> list[Message]:

@@ -107,9 +107,10 @@ class RunOptions(_Strict):
         ge=1,
         le=1000,
         description=(
-            "Anthropic only: send the task plus the newest N turns (older tool exchanges are "
-            "dropped, a chunk at a time like images, and the model is told how many); "
-            "null keeps every turn. Bounds the request size of long sessions."
+            "Anthropic only: send the task plus the newest N turns; older tool exchanges "
+            "leave the request a chunk at a time, together with old screenshots, and the "
+            "model is told how many are missing. null keeps every turn. Bounds the request "
+            "size of long sessions."
         ),
     )
     thinking_budget: int | None = Field(default=None, ge=1024, le=128_000)

@@ -317,11 +317,16 @@ async def test_turn_retention_bounds_what_long_sessions_send(
     assert outcome.stop_reason == "end_turn" and fake.script_errors == []
     requests = bodies(fake)
     sent_turns = [sum(1 for m in body["messages"] if m["role"] == "assistant") for body in requests]
-    assert sent_turns == [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 4, 5, 6, 4, 5]
+    images = [tx.count_images(body["messages"]) for body in requests]
+    assert sent_turns == [0, 1, 2, 3, 4, 5, 6, 7, 5, 6, 7, 5, 6, 7, 5]
+    assert images == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 3, 4, 5, 3]
+    # Old turns leave only with old images: the prefix changes once per chunk, not twice.
+    cuts = [n for n in range(1, len(requests)) if sent_turns[n] < sent_turns[n - 1]]
+    assert cuts == [8, 11, 14] and all(images[n] < images[n - 1] for n in cuts)
     sizes = [len(json.dumps(body)) for body in requests]
-    # Bounded: no later request is larger than the 6-turn one plus the note (~90 bytes),
+    # Bounded: no later request is larger than the 7-turn one plus the note (~90 bytes),
     # and the same point of the cycle has the same size (the one before: no growth).
-    assert max(sizes[7:]) <= sizes[6] + 200
+    assert max(sizes[8:]) <= sizes[7] + 200
     assert sizes[9:12] == sizes[12:15]
     last = requests[-1]["messages"]
     assert last[0]["content"][0] == {"type": "text", "text": "go"}

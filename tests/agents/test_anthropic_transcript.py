@@ -179,7 +179,8 @@ def test_turn_retention_drops_old_turns_in_chunks_and_says_so() -> None:
     for turns in range(0, 12):
         messages = conversation(turns)
         before = copy.deepcopy(messages)
-        kept, omitted = tx.retain_turns(messages, keep=4, chunk=3)
+        omitted = tx.turns_to_drop(messages, keep=4, chunk=3)
+        kept = tx.drop_turns(messages, omitted)
         assert messages == before  # the stored transcript is untouched
         assert kept[0]["role"] == "user" and kept[0]["content"][:2] == messages[0]["content"]
         if omitted:
@@ -196,7 +197,8 @@ def test_turn_retention_drops_old_turns_in_chunks_and_says_so() -> None:
 def test_turn_retention_never_drops_a_persons_input_or_what_follows_it() -> None:
     messages = conversation(8)
     messages[6]["content"].append({"type": "text", "text": "now search for hats"})  # a follow-up
-    kept, omitted = tx.retain_turns(messages, keep=1, chunk=1)
+    omitted = tx.turns_to_drop(messages, keep=1, chunk=1)
+    kept = tx.drop_turns(messages, omitted)
     # Turns 1 and 2 go; turn 3's answer carries the follow-up: it and all after it stay.
     assert omitted == 2 and kept[1:] == messages[5:]
     assert any(b.get("text") == "now search for hats" for m in kept for b in m["content"])
