@@ -121,16 +121,9 @@ class ServiceRunContext:
     ) -> tuple[list[StoredEvent], Any]:
         """Every write of the context: the staged writes go first, in the same commit."""
         staged = self.take_staged()
-        combined = apply
         if staged is not None:
-
-            async def combined(db: AsyncSession) -> Any:
-                await staged(db)
-                return await apply(db) if apply is not None else None
-
-        return await self._log.transact(
-            self.config.session_id, self.config.run_id, events, combined
-        )
+            apply = _chain(staged, apply)
+        return await self._log.transact(self.config.session_id, self.config.run_id, events, apply)
 
     async def _write(
         self, events: Sequence[NewEvent] = (), apply: Apply | None = None
@@ -361,3 +354,13 @@ class ServiceRunContext:
             return [("run.resumed", {"reason": "safety_check_acknowledged", "call_id": call_id})]
 
         await self._transact(lambda events: events, resume)
+
+
+def _chain(first: Apply, then: Apply | None) -> Apply:
+    """One `apply` running `first`, then `then` (whose result it returns)."""
+
+    async def apply(db: AsyncSession) -> Any:
+        await first(db)
+        return await then(db) if then is not None else None
+
+    return apply
