@@ -75,6 +75,7 @@ class ServiceRunContext:
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
         self._staged: list[Apply] = []
+        self._recorded_turns: set[int] = set()  # turn rows this process wrote
 
     def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
         """The computer finished `action`: it counts as executed even if the run is
@@ -166,7 +167,16 @@ class ServiceRunContext:
         """Staged: written by the run's next write."""
         config = self.config
 
+        recorded = self._recorded_turns
+        # The row holds a copy: the loop goes on appending to the turn's lists.
+        actions, results = list(turn.actions), list(turn.results)
+
         async def save(db: AsyncSession) -> None:
+            now = utcnow()
+            if turn.index in recorded and await repo.update_turn_results(
+                db, config.run_id, turn.index, actions, results, now
+            ):
+                return  # the second write of a turn: response and usage are there
             row = TurnRow(
                 id=f"turn_{config.run_id[4:]}_{turn.index:04d}",
                 session_id=config.session_id,
@@ -174,13 +184,14 @@ class ServiceRunContext:
                 index=turn.index,
                 request=turn.request,
                 response=turn.response,
-                actions=turn.actions,
-                results=turn.results,
+                actions=actions,
+                results=results,
                 usage=turn.usage,
                 latency_ms=turn.latency_ms,
-                ended_at=utcnow(),
+                ended_at=now,
             )
             inserted = await repo.upsert_turn(db, row)
+            recorded.add(turn.index)
             run = await db.get(RunRow, config.run_id)
             if run is not None:
                 run.turns = max(run.turns or 0, turn.index + 1)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -22,6 +23,11 @@ from app.db.models import (
 )
 from app.events.types import TERMINAL_RUN_EVENTS, StoredEvent
 
+# The tables behind the models, for the Core statements of the writer's hot path.
+EVENTS = cast(Table, EventRow.__table__)
+TURNS = cast(Table, TurnRow.__table__)
+SCREENSHOTS = cast(Table, ScreenshotRow.__table__)
+
 UNFINISHED_RUN_STATUSES = ("queued", "running", "awaiting_safety_check")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
 
@@ -34,7 +40,11 @@ async def max_event_seq(db: AsyncSession, session_id: str) -> int:
 
 
 async def insert_events(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    await db.execute(insert(EventRow), list(rows))
+    """One Core executemany (not the ORM's bulk insert: events are never loaded as
+    objects in the writer's session). Pending ORM changes go first: an event may
+    belong to a session row added in the same transaction."""
+    await db.flush()
+    await db.execute(EVENTS.insert(), list(rows))
 
 
 async def last_event_seqs(db: AsyncSession, session_ids: Sequence[str]) -> dict[str, int]:
@@ -123,7 +133,14 @@ async def list_sessions(
 
 async def update_session(db: AsyncSession, session_id: str, **values: Any) -> None:
     values.setdefault("updated_at", utcnow())
-    await db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
+    # Objects of this session already loaded are not refreshed: the writer's callers
+    # never read back a column they update this way.
+    await db.execute(
+        update(SessionRow)
+        .where(SessionRow.id == session_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def add_session_usage(db: AsyncSession, session_id: str, usage: dict[str, int]) -> None:
@@ -202,6 +219,24 @@ async def upsert_turn(db: AsyncSession, row: TurnRow) -> bool:
     return False
 
 
+async def update_turn_results(
+    db: AsyncSession,
+    run_id: str,
+    index: int,
+    actions: list[Any],
+    results: list[Any],
+    ended_at: datetime,
+) -> bool:
+    """A recorded turn's actions and results (the second write of a turn: its response
+    and usage were recorded with the first); False when the row is not there."""
+    result = await db.execute(
+        TURNS.update()
+        .where(TURNS.c.run_id == run_id, TURNS.c.index == index)
+        .values(actions=actions, results=results, ended_at=ended_at)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def list_turns(
     db: AsyncSession, session_id: str, run_id: str | None, after: str | None, limit: int
 ) -> list[TurnRow]:
@@ -228,19 +263,19 @@ async def store_screenshot(
 ) -> str:
     """Insert the image unless this session already stored the same bytes; return its id."""
     shot_id, digest = screenshot_id(session_id, data)
-    existing = await db.scalar(select(ScreenshotRow.id).where(ScreenshotRow.id == shot_id))
-    if existing is None:
-        db.add(
-            ScreenshotRow(
-                id=shot_id,
-                session_id=session_id,
-                sha256=digest,
-                media_type=media_type,
-                width=width,
-                height=height,
-                data=data,
-            )
-        )
+    values = {
+        "id": shot_id,
+        "session_id": session_id,
+        "sha256": digest,
+        "media_type": media_type,
+        "width": width,
+        "height": height,
+        "data": data,
+        "created_at": utcnow(),
+    }
+    insert_ = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # One statement, no ORM object: the same image twice in a session is stored once.
+    await db.execute(insert_(SCREENSHOTS).values(values).on_conflict_do_nothing())
     return shot_id
 
 
