@@ -300,6 +300,11 @@ async def test_sigkill_during_a_model_call_keeps_every_event_and_resumes(
     assert [t["index"] for t in turns["data"]] == [0, 1]
     state = (await second.client.get(f"/v1/sessions/{sid}")).json()
     assert state["status"] == "idle" and state["last_event_seq"] == after[-1]["seq"]
+    # Usage across the restart: each turn counted once, in the run and in the session.
+    for key in ("input_tokens", "output_tokens", "cache_read_input_tokens"):
+        assert run["usage"][key] == sum(t["usage"][key] for t in turns["data"])
+        assert state["usage"][key] == run["usage"][key]
+    assert run["usage"]["output_tokens"] > 0
 
 
 # ---- 2. SIGKILL during an action, on a real browser -----------------------------------------------

@@ -33,13 +33,39 @@ from app.agents.safety import SafetyGate, check_event_data
 from app.agents.safety import policy_checks as evaluate_policy
 from app.computers.base import Computer, ShotImage
 from app.db import repositories as repo
-from app.db.models import RunRow, SafetyCheckRow, SessionRow, TurnRow, utcnow
+from app.db.models import RunRow, SafetyCheckRow, SessionRow, utcnow
 from app.events.log import Apply, EventLog, EventsFor, NewEvent
 from app.events.types import StoredEvent
 from app.ids import new_id
 
 T = TypeVar("T")
 _SHOT_CACHE = 8
+
+
+class UsageTotals:
+    """The run's and its session's usage and the run's turn count, kept here and
+    written whole with each new turn: no read-modify-write in the commit. The
+    runner loads them with the run; nothing else changes them while it runs (one
+    active run per session)."""
+
+    def __init__(
+        self, run_usage: dict[str, Any] | None, run_turns: int, session_usage: dict[str, Any] | None
+    ) -> None:
+        self.run_usage, self.run_turns = dict(run_usage or {}), run_turns
+        self.session_usage = dict(session_usage or {})
+        self._counted: set[int] = set()
+
+    def added(
+        self, index: int, usage: dict[str, int]
+    ) -> tuple[dict[str, int], int, dict[str, int]]:
+        """The totals with turn `index` counted (once: a retried write asks again)."""
+        if index in self._counted:
+            return self.run_usage, self.run_turns, self.session_usage
+        self._counted.add(index)
+        self.run_usage = repo.add_usage(self.run_usage, usage)
+        self.session_usage = repo.add_usage(self.session_usage, usage)
+        self.run_turns = max(self.run_turns, index + 1)
+        return self.run_usage, self.run_turns, self.session_usage
 
 
 class RunSuspended(Exception):
@@ -61,6 +87,8 @@ class ServiceRunContext:
         should_suspend: Callable[[], bool],
         gate: SafetyGate,
         safety_timeout_s: float,
+        *,
+        totals: UsageTotals,
     ) -> None:
         self.config = config
         self.computer = computer
@@ -76,6 +104,7 @@ class ServiceRunContext:
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
         self._staged: list[Apply] = []
         self._recorded_turns: set[int] = set()  # turn rows this process wrote
+        self._totals = totals
 
     def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
         """The computer finished `action`: it counts as executed even if the run is
@@ -171,34 +200,36 @@ class ServiceRunContext:
         # The row holds a copy: the loop goes on appending to the turn's lists.
         actions, results = list(turn.actions), list(turn.results)
 
+        totals = self._totals
+
         async def save(db: AsyncSession) -> None:
             now = utcnow()
             if turn.index in recorded and await repo.update_turn_results(
                 db, config.run_id, turn.index, actions, results, now
             ):
                 return  # the second write of a turn: response and usage are there
-            row = TurnRow(
-                id=f"turn_{config.run_id[4:]}_{turn.index:04d}",
-                session_id=config.session_id,
-                run_id=config.run_id,
-                index=turn.index,
-                request=turn.request,
-                response=turn.response,
-                actions=actions,
-                results=results,
-                usage=turn.usage,
-                latency_ms=turn.latency_ms,
-                ended_at=now,
-            )
-            inserted = await repo.upsert_turn(db, row)
+            values = {
+                "id": f"turn_{config.run_id[4:]}_{turn.index:04d}",
+                "session_id": config.session_id,
+                "run_id": config.run_id,
+                "index": turn.index,
+                "request": turn.request,
+                "response": turn.response,
+                "actions": actions,
+                "results": results,
+                "usage": turn.usage,
+                "latency_ms": turn.latency_ms,
+                "started_at": now,
+                "ended_at": now,
+            }
+            inserted = await repo.insert_or_update_turn(db, values)
             recorded.add(turn.index)
-            run = await db.get(RunRow, config.run_id)
-            if run is not None:
-                run.turns = max(run.turns or 0, turn.index + 1)
-                # A turn may be written twice (response, then results): count usage once.
-                if inserted:
-                    run.usage = repo.add_usage(run.usage, turn.usage)
-                    await repo.add_session_usage(db, config.session_id, turn.usage)
+            # A turn may be written twice (response, then results; or again after a
+            # restart): its usage counts once, when its row is inserted.
+            if inserted:
+                run_usage, run_turns, session_usage = totals.added(turn.index, turn.usage)
+                await repo.update_run(db, config.run_id, usage=run_usage, turns=run_turns)
+                await repo.update_session(db, config.session_id, usage=session_usage)
 
         self._staged.append(save)
 

@@ -30,7 +30,7 @@ from app.agents.base import (
     RunOutcome,
 )
 from app.agents.computers import SessionComputers
-from app.agents.context import RunSuspended, ServiceRunContext
+from app.agents.context import RunSuspended, ServiceRunContext, UsageTotals
 from app.agents.retry import RetryPolicy
 from app.agents.safety import SafetyGate, check_event_data
 from app.computers.base import Computer, ComputerError, Display
@@ -296,6 +296,7 @@ class Runner:
             lambda: self.draining,
             self.safety_gate,
             self._settings.default_safety_check_timeout_s,
+            totals=UsageTotals(run.usage, run.turns or 0, session.usage),
         )
         if resumed:
             async with self._sessionmaker() as db:

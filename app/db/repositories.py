@@ -143,13 +143,6 @@ async def update_session(db: AsyncSession, session_id: str, **values: Any) -> No
     )
 
 
-async def add_session_usage(db: AsyncSession, session_id: str, usage: dict[str, int]) -> None:
-    row = await db.get(SessionRow, session_id)
-    if row is not None:
-        row.usage = add_usage(row.usage, usage)
-        row.updated_at = utcnow()
-
-
 def add_usage(total: dict[str, Any] | None, usage: dict[str, int]) -> dict[str, int]:
     merged = dict(total or {})
     for key, value in usage.items():
@@ -201,21 +194,24 @@ async def update_run(db: AsyncSession, run_id: str, **values: Any) -> None:
 # ---- turns ------------------------------------------------------------------
 
 
-async def upsert_turn(db: AsyncSession, row: TurnRow) -> bool:
+def _insert_ignoring_conflicts(db: AsyncSession, table: Table, values: dict[str, Any]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, in the dialect of `db`."""
+    dialect = db.get_bind().dialect.name
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert_(table).values(values).on_conflict_do_nothing()
+
+
+async def insert_or_update_turn(db: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert the turn, or update it when (run_id, index) exists; True when inserted."""
-    existing = await db.scalar(
-        select(TurnRow).where(TurnRow.run_id == row.run_id, TurnRow.index == row.index)
-    )
-    if existing is None:
-        db.add(row)
+    result = await db.execute(_insert_ignoring_conflicts(db, TURNS, values))
+    if getattr(result, "rowcount", 0):
         return True
-    existing.request = row.request
-    existing.response = row.response
-    existing.actions = row.actions
-    existing.results = row.results
-    existing.usage = row.usage
-    existing.latency_ms = row.latency_ms
-    existing.ended_at = row.ended_at
+    changed = {k: v for k, v in values.items() if k not in ("id", "started_at")}
+    await db.execute(
+        TURNS.update()
+        .where(TURNS.c.run_id == values["run_id"], TURNS.c.index == values["index"])
+        .values(changed)
+    )
     return False
 
 
@@ -273,9 +269,8 @@ async def store_screenshot(
         "data": data,
         "created_at": utcnow(),
     }
-    insert_ = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
     # One statement, no ORM object: the same image twice in a session is stored once.
-    await db.execute(insert_(SCREENSHOTS).values(values).on_conflict_do_nothing())
+    await db.execute(_insert_ignoring_conflicts(db, SCREENSHOTS, values))
     return shot_id
 
 
