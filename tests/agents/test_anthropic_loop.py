@@ -291,6 +291,12 @@ async def test_long_conversation_keeps_four_breakpoints_and_few_images(
     assert images == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 3, 4]  # dropped 3 at a time
     assert all(tx.count_breakpoints(body) <= 4 for body in requests)
     assert tx.count_breakpoints(requests[-1]) == 4
+    # The turn record's summary counts what was sent.
+    summaries = [ctx.turns[n].request for n in range(turns + 1)]
+    assert [t["cache_breakpoints"] for t in summaries] == [
+        tx.count_breakpoints(body) for body in requests
+    ]
+    assert [t["images"] for t in summaries] == images
     # Between removals the prefix is stable, so the fake's prompt cache is read.
     reads = [ctx.turns[n].usage["cache_read_input_tokens"] for n in range(turns + 1)]
     assert reads[0] == 0 and all(r > 0 for r in reads[1:])
