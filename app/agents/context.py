@@ -7,6 +7,8 @@ follows before anything refers to them. That saves three of a step's seven
 sequential commits. A crash before that write loses nothing the state still
 needs: the last committed state still has the turn to record (resume records
 it again, idempotently), and no committed state or event names the screenshot.
+The session-row columns a commit sets (the checkpointed state, the usage totals,
+the page URL) go out in one UPDATE.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ class ServiceRunContext:
         self._safety_timeout_s = safety_timeout_s
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
-        self._staged: list[Apply] = []
+        # Writes that go with the run's next one; each may set session row columns.
+        self._staged: list[Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]] = []
         self._recorded_turns: set[int] = set()  # turn rows this process wrote
         self._totals = totals
 
@@ -135,14 +138,19 @@ class ServiceRunContext:
 
     def take_staged(self) -> Apply | None:
         """The staged writes as one `apply` (None if there are none), for the runner's
-        final write of the run; they are no longer staged afterwards."""
+        final write of the run; they are no longer staged afterwards. The session row
+        columns they set are written by one UPDATE at the end."""
         staged, self._staged = self._staged, []
         if not staged:
             return None
+        session_id = self.config.session_id
 
         async def apply(db: AsyncSession) -> None:
+            columns: dict[str, Any] = {}  # fresh each time: a retried write runs it again
             for save in staged:
-                await save(db)
+                await save(db, columns)
+            if columns:
+                await repo.update_session(db, session_id, **columns)
 
         return apply
 
@@ -179,16 +187,15 @@ class ServiceRunContext:
         return stored
 
     async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
-        session_id = self.config.session_id
-
-        async def save(db: AsyncSession) -> None:
-            await repo.update_session(db, session_id, agent_state=state)
+        async def save(db: AsyncSession, session: dict[str, Any]) -> None:
+            session["agent_state"] = state
 
         def remember() -> None:
             self.state = state
             self._observe(events)
 
-        await self._committed(self._write(list(events), save), remember)
+        self._staged.append(save)
+        await self._committed(self._write(list(events)), remember)
         if self._should_suspend() and not state.get("in_flight"):
             raise RunSuspended
 
@@ -202,7 +209,7 @@ class ServiceRunContext:
 
         totals = self._totals
 
-        async def save(db: AsyncSession) -> None:
+        async def save(db: AsyncSession, session: dict[str, Any]) -> None:
             now = utcnow()
             if turn.index in recorded and await repo.update_turn_results(
                 db, config.run_id, turn.index, actions, results, now
@@ -229,7 +236,7 @@ class ServiceRunContext:
             if inserted:
                 run_usage, run_turns, session_usage = totals.added(turn.index, turn.usage)
                 await repo.update_run(db, config.run_id, usage=run_usage, turns=run_turns)
-                await repo.update_session(db, config.session_id, usage=session_usage)
+                session["usage"] = session_usage
 
         self._staged.append(save)
 
@@ -238,13 +245,13 @@ class ServiceRunContext:
         session_id = self.config.session_id
         shot_id, _ = repo.screenshot_id(session_id, image.data)
 
-        async def save(db: AsyncSession) -> None:
+        async def save(db: AsyncSession, session: dict[str, Any]) -> None:
             stored = await repo.store_screenshot(
                 db, session_id, image.data, image.media_type, image.width, image.height
             )
             assert stored == shot_id
             if page_url is not None:
-                await repo.update_session(db, session_id, page_url=page_url)
+                session["page_url"] = page_url
 
         self._staged.append(save)
         self._remember(shot_id, image)
