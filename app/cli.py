@@ -59,7 +59,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn  # imported here so `migrate` does not pay for it
 
-    from app.lifespan import freeze_startup_heap
+    from app.lifespan import tune_gc_for_serving
     from app.main import create_app
 
     app = create_app(settings)
@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
-            freeze_startup_heap()  # after the lifespan's start-up: its objects live on
+            tune_gc_for_serving()  # after the lifespan's start-up: its objects live on
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             services = getattr(app.state, "services", None)

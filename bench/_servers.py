@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.lifespan import freeze_startup_heap
+from app.lifespan import tune_gc_for_serving
 
 TEXT = "x" * 64
 # emit(session_id, data) -> None, or an awaitable that completes when committed
@@ -188,7 +188,7 @@ async def serve(kind: str, database_url: str | None) -> None:
             task.result()
             raise SystemExit("uvicorn stopped during start-up")
         await asyncio.sleep(0.01)
-    freeze_startup_heap()  # both kinds, as `agent-sessions serve` does after start-up
+    tune_gc_for_serving()  # both kinds, as `agent-sessions serve` does after start-up
     print(f"PORT {server.servers[0].sockets[0].getsockname()[1]}", flush=True)
     await task
     if fake is not None:

@@ -21,7 +21,7 @@ import time
 
 import uvloop
 
-from app.lifespan import freeze_startup_heap
+from app.lifespan import tune_gc_for_serving
 from bench._harness import pct, rss_kb
 from tests.conftest import ServiceServer, make_settings
 
@@ -63,7 +63,7 @@ async def main() -> None:
     )
     samples: list[float] = []
     async with ServiceServer(settings) as service:
-        freeze_startup_heap()  # as `agent-sessions serve` does after start-up
+        tune_gc_for_serving()  # as `agent-sessions serve` does after start-up
         watcher = asyncio.create_task(watch_lag(samples))
         print(f"URL {service.url}", flush=True)
         while True:

@@ -57,11 +57,16 @@ class EventLog:
     """Owns the writer task; `append` is the only way events (and state) get written."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], broker: Broker, batch_max: int = 512
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        broker: Broker,
+        batch_max: int = 512,
+        wake_chunk: int = 8,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._broker = broker
         self._batch_max = batch_max
+        self._wake_chunk = max(1, wake_chunk)
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._last_seq: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -184,7 +189,13 @@ class EventLog:
                 await repo.insert_events(db, rows)
         # Committed: only now do the numbers become real and readers hear of them.
         self._last_seq.update({sid: seqs[sid] for sid in touched})
-        for write, result in zip(batch, results, strict=True):
+        for n, (write, result) in enumerate(zip(batch, results, strict=True)):
+            if n and n % self._wake_chunk == 0:
+                # Hundreds of runs wait on one batch; woken at once, each runs its next
+                # stretch of work in the same loop iteration and every other task (an
+                # HTTP request, a cancel, a stream) waits for all of them. A few at a
+                # time, with a turn of the loop in between, keeps the loop responsive.
+                await asyncio.sleep(0)
             if result[0]:
                 self._broker.publish(write.session_id, result[0])
             if not write.future.done():
