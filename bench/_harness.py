@@ -128,7 +128,12 @@ def service(database_url: str, anthropic_url: str, max_active_runs: int = 16) ->
 
 
 def client(url: str) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # An idle pooled connection is dropped after 1 s: uvicorn closes idle keep-alive
+    # connections after 5 s, httpx's default expiry is also 5 s, and a request sent
+    # on a connection the server is closing fails with ReadError (seen between passes).
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=1.0
+    )
     return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(300.0), limits=limits)
 
 
