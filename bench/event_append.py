@@ -67,7 +67,6 @@ def session_row(sid: str) -> SessionRow:
         metadata_={},
         usage={},
         agent_state={},
-        last_event_seq=0,
     )
 
 
@@ -107,7 +106,6 @@ def raw_sqlite(path: str, seconds: float) -> int:
             rows.append(("ses_0", seq, None, "assistant.message", data, now))
         conn.execute("BEGIN")
         conn.executemany(sql, rows)
-        conn.execute("UPDATE sessions SET last_event_seq = ? WHERE id = 'ses_0'", (seq,))
         conn.execute("COMMIT")
     conn.close()
     return seq
@@ -133,7 +131,6 @@ async def raw_postgres(url: str, seconds: float) -> int:
             rows.append(("ses_0", seq, None, "assistant.message", data, now))
         async with conn.transaction():
             await conn.executemany(sql, rows)
-            await conn.execute("UPDATE sessions SET last_event_seq = $1 WHERE id = 'ses_0'", seq)
     await conn.close()
     return seq
 

@@ -14,9 +14,9 @@ tokens (text: chars / 4; each image: width * height / 750, Anthropic's rule),
 plus the cached-prefix share (cache_read / all input tokens) from the usage the
 fake's deterministic prompt cache returned in `turn.completed`. Exits non-zero
 if a request carries more images than turn 10's plus one chunk, if with
-turn_retention a request of the session's second half is larger than the
-largest of its first half (plus the omitted-turns note), or if an event is lost
-or duplicated.
+turn_retention a request of the session's last third is larger than the largest
+of its middle third (plus the omitted-turns note), or if an event is lost or
+duplicated.
 """
 
 from __future__ import annotations
@@ -136,10 +136,10 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--retention", type=int, default=3)
     parser.add_argument("--turn-retention", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="20 turns")
+    parser.add_argument("--quick", action="store_true", help="30 turns, turn_retention 5")
     args = parser.parse_args()
     if args.quick:
-        args.turns = 20
+        args.turns = 30
         args.turn_retention = min(args.turn_retention, 5)  # trimming reaches steady state
     retained = await session(args.turns, args.retention)
     every = await session(args.turns, 100)
@@ -163,20 +163,22 @@ async def main() -> None:
         f"x{(every[-1].image_tokens + every[-1].text_tokens) / (last.image_tokens + last.text_tokens):.1f}"
         " the tokens"
     )
-    half = args.turns // 2
-    first_max = max(t.bytes_ for t in trimmed[:half])
-    second_max = max(t.bytes_ for t in trimmed[half:])
+    # Both windows are past the first cut: the last third must be no larger than the
+    # middle third (plus the note's growing count) if the size has stopped growing.
+    third = args.turns // 3
+    middle_max = max(t.bytes_ for t in trimmed[third : 2 * third])
+    last_max = max(t.bytes_ for t in trimmed[2 * third :])
     one_chunk = trimmed[min(9 + chunk, args.turns - 1)]  # turn 10 + one chunk of turns
     print(
-        f"turn_retention {args.turn_retention}: turn {args.turns} {trimmed[-1].bytes_:,} bytes, "
-        f"max of turns {half + 1}-{args.turns} {second_max:,} vs max of turns 1-{half} "
-        f"{first_max:,}; turn 10 {trimmed[9].bytes_:,}, turn {10 + chunk} (turn 10 + one "
-        f"chunk) {one_chunk.bytes_:,}: turn {args.turns} is "
+        f"turn_retention {args.turn_retention}: turn {args.turns} {trimmed[-1].bytes_:,} bytes; "
+        f"max of turns {2 * third + 1}-{args.turns} {last_max:,} vs max of turns "
+        f"{third + 1}-{2 * third} {middle_max:,}; turn 10 {trimmed[9].bytes_:,}, turn "
+        f"{10 + chunk} (turn 10 + one chunk) {one_chunk.bytes_:,}: turn {args.turns} is "
         f"x{trimmed[-1].bytes_ / one_chunk.bytes_:.2f} of it"
     )
     if most > tenth.images + chunk:
         raise SystemExit("IMAGES NOT BOUNDED")
-    if second_max > first_max + NOTE_BYTES:
+    if last_max > middle_max + NOTE_BYTES:
         raise SystemExit("BYTES NOT BOUNDED WITH turn_retention")
 
 
