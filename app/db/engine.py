@@ -83,9 +83,9 @@ def _create_sqlite_engine(url: URL) -> AsyncEngine:
         # SQLite creates the file but not its directory (./data on a fresh checkout).
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # No rollback when a connection goes back to the pool: every connection is used
-    # through a Session, whose close already rolls back whatever it left open, and
-    # with aiosqlite each statement (that one too) is a round trip to the
-    # connection's thread, about a tenth of a small commit's cost.
+    # through a Session or an engine connection, whose close already rolls back what
+    # it left open, and with aiosqlite each statement (that one too) is a round trip
+    # to the connection's thread, about a tenth of a small commit's cost.
     engine = create_async_engine(url, pool_reset_on_return=None)
     event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
     return engine
