@@ -189,15 +189,17 @@ class EventLog:
                 await repo.insert_events(db, rows)
         # Committed: only now do the numbers become real and readers hear of them.
         self._last_seq.update({sid: seqs[sid] for sid in touched})
+        for write, result in zip(batch, results, strict=True):
+            if result[0]:
+                self._broker.publish(write.session_id, result[0])
         for n, (write, result) in enumerate(zip(batch, results, strict=True)):
             if n and n % self._wake_chunk == 0:
                 # Hundreds of runs wait on one batch; woken at once, each runs its next
                 # stretch of work in the same loop iteration and every other task (an
                 # HTTP request, a cancel, a stream) waits for all of them. A few at a
                 # time, with a turn of the loop in between, keeps the loop responsive.
+                # (Subscribers were all told above: streams never wait for this.)
                 await asyncio.sleep(0)
-            if result[0]:
-                self._broker.publish(write.session_id, result[0])
             if not write.future.done():
                 write.future.set_result(result)
 
