@@ -3,6 +3,8 @@ runner; then resumes the runs a previous process left unfinished."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +21,7 @@ from app.computers import build_computer
 from app.computers.browser import BrowserPool
 from app.computers.kernel_api import kernel_client
 from app.db import repositories as repo
-from app.db.engine import create_engine, create_sessionmaker, migrate
+from app.db.engine import checkpoint_wal, create_engine, create_sessionmaker, migrate
 from app.events.broker import Broker
 from app.events.log import EventLog
 from app.settings import Settings
@@ -78,6 +80,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         broker = Broker(settings.subscriber_queue_size)
         event_log = EventLog(sessionmaker, broker, settings.event_batch_max)
         event_log.start()
+        wal = asyncio.create_task(checkpoint_wal(engine), name="sqlite-wal-checkpoint")
         browsers = BrowserPool.from_settings(settings)
         kernel = kernel_client(settings)  # one Kernel client (connection pool) per service
         computers = SessionComputers(
@@ -108,6 +111,9 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             if kernel is not None:
                 await kernel.close()
             await event_log.stop()
+            wal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await wal
             await loops.close()
             await engine.dispose()
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.db.engine import create_engine, create_sessionmaker, migrate
+from app.db.engine import checkpoint_wal, create_engine, create_sessionmaker, migrate
 from app.db.models import Base, EventRow, SessionRow, utcnow
 from app.events.broker import Broker
 from app.events.log import EventLog
@@ -221,12 +221,15 @@ class EventLogPass:
     async def run(self, writers: Any) -> tuple[float, int]:
         await add_sessions(self.url, self.sessions)
         self.log.start()
+        # The service's own background WAL checkpoints (lifespan.py), as in production.
+        wal = asyncio.create_task(checkpoint_wal(self.engine))
         done = asyncio.Event()
         readers = [asyncio.create_task(self.reader(i, done)) for i in range(self.sessions)]
         start = time.perf_counter()
         written: int = await writers
         elapsed = time.perf_counter() - start
         await self.log.stop()
+        wal.cancel()
         done.set()
         await asyncio.gather(*readers)
         await self.engine.dispose()

@@ -8,6 +8,8 @@ inside the installed `migrations` package are found from any directory.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 import migrations
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 # Revisions are named by date so that `ls migrations/versions` reads as a history.
@@ -104,6 +108,29 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
+
+
+WAL_CHECKPOINT_EVERY_S = 1.0
+
+
+async def checkpoint_wal(engine: AsyncEngine, every_s: float = WAL_CHECKPOINT_EVERY_S) -> None:
+    """Copy SQLite's write-ahead log into the database every `every_s` s from a
+    connection of its own, until cancelled (a no-op on other databases).
+
+    SQLite otherwise checkpoints inside the commit that fills the log past 1,000
+    pages: that commit, and with it every event waiting in the writer's batch,
+    then waits for the copy and its fsync (tens of ms, the tail of append ->
+    visible). A PASSIVE checkpoint takes no writer lock, so commits go on while
+    it runs, and the log never grows far enough for a commit to do it."""
+    if engine.dialect.name != "sqlite" or _is_memory_database(engine.url):
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:  # a busy or locked database: try again next time
+            log.debug("WAL checkpoint skipped: %r", exc)
 
 
 def alembic_config(url: str | None = None) -> Config:
