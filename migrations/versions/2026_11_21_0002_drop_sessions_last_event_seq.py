@@ -23,16 +23,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # batch mode: SQLite rebuilds the table; Postgres drops the column in place.
-    with op.batch_alter_table("sessions") as batch:
-        batch.drop_column("last_event_seq")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite (3.35+) drops an unindexed column in place. Not batch mode: its table
+        # rebuild drops `sessions`, which foreign keys forbid while rows refer to it.
+        op.execute("ALTER TABLE sessions DROP COLUMN last_event_seq")
+    else:
+        op.drop_column("sessions", "last_event_seq")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sessions") as batch:
-        batch.add_column(
-            sa.Column("last_event_seq", sa.BigInteger(), nullable=False, server_default="0")
-        )
+    op.add_column(
+        "sessions",
+        sa.Column("last_event_seq", sa.BigInteger(), nullable=False, server_default="0"),
+    )
     op.execute(
         "UPDATE sessions SET last_event_seq = COALESCE("
         "(SELECT MAX(seq) FROM events WHERE events.session_id = sessions.id), 0)"

@@ -239,3 +239,34 @@ async def test_0002_drops_last_event_seq_and_its_downgrade_restores_the_values(
     async with fresh_engine.connect() as connection:
         rows = await connection.exec_driver_sql("SELECT id, last_event_seq FROM sessions")
         assert rows.all() == [("ses_a", 3)]
+
+
+def test_alembic_cli_upgrades_and_downgrades_a_sqlite_database_holding_data(
+    tmp_path: Path,
+) -> None:
+    # `python -m migrations` runs env.py's own engine (foreign keys on, no outer
+    # transaction): a table rebuild of `sessions` would fail there once rows exist.
+    db_file = tmp_path / "dev.db"
+    url = f"sqlite+aiosqlite:///{db_file}"
+    cli = [sys.executable, "-m", "migrations"]
+    assert _run_cli([*cli, "upgrade", "0001"], tmp_path, DATABASE_URL=url).returncode == 0
+    with closing(sqlite3.connect(db_file)) as connection, connection:
+        connection.execute(
+            "INSERT INTO sessions (id, tenant, status, provider, model, computer, options, "
+            "safety, metadata, last_event_seq, usage, agent_state, created_at, updated_at) "
+            "VALUES ('ses_a', 't', 'idle', 'anthropic', 'm', '{}', '{}', '{}', '{}', 1, '{}', "
+            "'{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+        connection.execute(
+            "INSERT INTO events (session_id, seq, type, data, created_at) "
+            "VALUES ('ses_a', 1, 'run.queued', '{}', CURRENT_TIMESTAMP)"
+        )
+    for step in (["upgrade", "head"], ["downgrade", "0001"], ["upgrade", "head"]):
+        result = _run_cli([*cli, *step], tmp_path, DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    assert _stored_revisions(db_file) == heads
+    with closing(sqlite3.connect(db_file)) as connection:
+        assert connection.execute("SELECT id FROM sessions").fetchall() == [("ses_a",)]
+        leftovers = "SELECT name FROM sqlite_master WHERE name LIKE '_alembic%'"
+        assert connection.execute(leftovers).fetchall() == []
