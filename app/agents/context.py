@@ -41,6 +41,8 @@ from app.events.types import StoredEvent
 from app.ids import new_id
 
 T = TypeVar("T")
+# A write staged for the run's next commit; it may set session row columns.
+Staged = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
 _SHOT_CACHE = 8
 
 
@@ -105,7 +107,7 @@ class ServiceRunContext:
         self._calls: dict[str, Any] = {}
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
         # Writes that go with the run's next one; each may set session row columns.
-        self._staged: list[Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]] = []
+        self._staged: list[Staged] = []
         self._recorded_turns: set[int] = set()  # turn rows this process wrote
         self._totals = totals
 
@@ -138,9 +140,16 @@ class ServiceRunContext:
 
     def take_staged(self) -> Apply | None:
         """The staged writes as one `apply` (None if there are none), for the runner's
-        final write of the run; they are no longer staged afterwards. The session row
-        columns they set are written by one UPDATE at the end."""
+        final write of the run; they are no longer staged afterwards."""
+        return self._apply_of(self._take())
+
+    def _take(self) -> list[Staged]:
         staged, self._staged = self._staged, []
+        return staged
+
+    def _apply_of(self, staged: list[Staged]) -> Apply | None:
+        """One `apply` running `staged` in order; the session row columns they set are
+        written by one UPDATE at the end."""
         if not staged:
             return None
         session_id = self.config.session_id
@@ -158,10 +167,19 @@ class ServiceRunContext:
         self, events: Sequence[NewEvent] | EventsFor = (), apply: Apply | None = None
     ) -> tuple[list[StoredEvent], Any]:
         """Every write of the context: the staged writes go first, in the same commit."""
-        staged = self.take_staged()
+        taken = self._take()
+        staged = self._apply_of(taken)
         if staged is not None:
             apply = _chain(staged, apply)
-        return await self._log.transact(self.config.session_id, self.config.run_id, events, apply)
+        try:
+            return await self._log.transact(
+                self.config.session_id, self.config.run_id, events, apply
+            )
+        except Exception:
+            # Nothing of it was committed: the staged writes go with the next write
+            # (the runner's final one at the latest) instead of being lost.
+            self._staged[:0] = taken
+            raise
 
     async def _write(
         self, events: Sequence[NewEvent] = (), apply: Apply | None = None

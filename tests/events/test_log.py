@@ -5,54 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.db import repositories as repo
-from app.db.engine import create_engine, create_sessionmaker
-from app.db.models import SessionRow
-from app.events.broker import Broker
 from app.events.log import EventLog
 from app.events.sse import StreamRequest, sse_frame, stream_batches, stream_events
-
-
-@pytest.fixture
-async def sessionmaker(clean_db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(clean_db)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-async def event_log(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[EventLog]:
-    log = EventLog(sessionmaker, Broker(queue_size=8), batch_max=64)
-    log.start()
-    yield log
-    await log.stop()
-
-
-async def new_session(log: EventLog, session_id: str) -> None:
-    async def insert(db: AsyncSession) -> None:
-        db.add(
-            SessionRow(
-                id=session_id,
-                tenant="t",
-                status="idle",
-                provider="anthropic",
-                model="m",
-                computer={},
-                options={},
-                safety={},
-                metadata_={},
-                usage={},
-                agent_state={},
-            )
-        )
-
-    await log.append(session_id, None, [("session.created", {})], insert)
+from tests.events.conftest import new_session
 
 
 async def seqs_in_db(sessionmaker: async_sessionmaker[AsyncSession], session_id: str) -> list[int]:
