@@ -80,7 +80,6 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         broker = Broker(settings.subscriber_queue_size)
         event_log = EventLog(sessionmaker, broker, settings.event_batch_max)
         event_log.start()
-        wal = asyncio.create_task(checkpoint_wal(engine), name="sqlite-wal-checkpoint")
         browsers = BrowserPool.from_settings(settings)
         kernel = kernel_client(settings)  # one Kernel client (connection pool) per service
         computers = SessionComputers(
@@ -97,6 +96,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         resumed = await runner.resume_unfinished()
         if resumed:
             log.info("resuming %d unfinished run(s)", resumed)
+        wal = asyncio.create_task(checkpoint_wal(engine), name="sqlite-wal-checkpoint")
         try:
             yield
         finally:

@@ -44,9 +44,7 @@ from app.agents.base import (
 from app.computers.base import ComputerError, CursorPosition, ShotImage, action_to_json
 from app.computers.scaling import resize_png
 
-CONTINUE_PROMPT = (
-    "Your previous reply was cut off by the output token limit. Continue from where it stopped."
-)
+CONTINUE_PROMPT = tx.CONTINUE_PROMPT
 REFUSED = "Not executed: the model stopped with a refusal."
 
 

@@ -24,6 +24,10 @@ INTERRUPTED = (
 )
 IMAGE_PLACEHOLDER = "[older screenshot removed to save context]"
 TURNS_OMITTED = "[{n} earlier turns (computer actions and their results) omitted to save context]"
+CARRIED_INPUT = "Instructions given during the omitted turns, in order:"
+CONTINUE_PROMPT = (
+    "Your previous reply was cut off by the output token limit. Continue from where it stopped."
+)
 EPHEMERAL = {"type": "ephemeral"}
 
 
@@ -176,33 +180,42 @@ def retain_images(messages: list[Message], keep: int, chunk: int) -> list[Messag
 
 def turns_to_drop(messages: list[Message], keep: int, chunk: int) -> int:
     """How many of the oldest turns may be left out to send the newest `keep`: a
-    multiple of `chunk` (the prefix then holds for `chunk` turns, as with images),
-    and only while the turn's answer holds nothing but tool results and screenshots:
-    a person's input (a run's follow-up, a continue prompt) is never dropped, nor
-    anything after it. A turn is an assistant message and the user message after it."""
+    multiple of `chunk` (the prefix then holds for `chunk` turns, as with images).
+    A turn is an assistant message and the user message after it."""
     assistants = sum(1 for m in messages[1:] if m["role"] == "assistant")
     excess = assistants - keep
     if keep <= 0 or excess < chunk:
         return 0
-    droppable = 0
+    complete = 0  # turns whose answer follows them (roles alternate from message 1)
     for i in range(1, len(messages) - 1, 2):
-        answer = messages[i + 1]
-        if messages[i]["role"] != "assistant" or answer["role"] != "user":
+        if messages[i]["role"] != "assistant" or messages[i + 1]["role"] != "user":
             break
-        if any(b.get("type") not in ("tool_result", "image") for b in answer["content"]):
-            break
-        droppable += 1
-    return min(excess - excess % max(chunk, 1), droppable)
+        complete += 1
+    return min(excess - excess % max(chunk, 1), complete)
+
+
+def _person_input(message: Message) -> list[Block]:
+    """The text a person added to a user message (a follow-up run's input), as opposed
+    to tool results, screenshots and the service's own continue prompt."""
+    return [
+        {"type": "text", "text": b["text"]}
+        for b in message["content"]
+        if b.get("type") == "text" and b.get("text") not in (CONTINUE_PROMPT, IMAGE_PLACEHOLDER)
+    ]
 
 
 def drop_turns(messages: list[Message], count: int) -> list[Message]:
-    """The transcript without its `count` oldest turns (see turns_to_drop), the first
-    message noting how many are missing; the input is not changed."""
+    """The transcript without its `count` oldest turns (see turns_to_drop); the input
+    is not changed. The first message (the task) says how many are missing and
+    carries, in order, what a person said during them: instructions are never lost."""
     if count <= 0:
         return messages
+    carried = [b for m in messages[2 : 1 + 2 * count : 2] for b in _person_input(m)]
+    added: list[Block] = [{"type": "text", "text": TURNS_OMITTED.format(n=count)}]
+    if carried:
+        added += [{"type": "text", "text": CARRIED_INPUT}, *carried]
     first = messages[0]
-    note = {"type": "text", "text": TURNS_OMITTED.format(n=count)}
-    return [{**first, "content": [*first["content"], note]}, *messages[1 + 2 * count :]]
+    return [{**first, "content": [*first["content"], *added]}, *messages[1 + 2 * count :]]
 
 
 def image_cut(messages: list[Message], keep: int, chunk: int) -> int:

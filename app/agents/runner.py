@@ -338,6 +338,8 @@ class Runner:
         session_id, run_id = ctx.config.session_id, ctx.config.run_id
         reason = active.cancel_reason
         # The loop's staged writes (its last turn record) go into the run's final commit.
+        # A run left for shutdown drops them: nothing committed refers to them, and a
+        # resumed run records its current turn again from the checkpointed state.
         finish = functools.partial(self._finish, staged=ctx.take_staged())
         if inner.cancelled() or reason is not None:
             if reason == "shutdown":

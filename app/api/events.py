@@ -180,13 +180,14 @@ async def get_events(
         )
         async with aclosing(batches):  # a client gone: unsubscribe now, not at GC
             async for batch in batches:
+                if include_images:
+                    # One event at a time: each may carry a whole image.
+                    for event in batch:
+                        yield await _image_frame(services, session_id, event)
+                    continue
                 # One body chunk (one socket write) per batch: a replayed page, or all the
                 # events queued for this client since its last write.
-                if include_images:
-                    frames = [await _image_frame(services, session_id, e) for e in batch]
-                else:
-                    frames = [sse_frame(e) for e in batch]
-                yield b"".join(frames)
+                yield b"".join([sse_frame(e) for e in batch])
 
     return EventSourceResponse(
         body(),

@@ -109,8 +109,9 @@ class RunOptions(_Strict):
         description=(
             "Anthropic only: send the task plus the newest N turns; older tool exchanges "
             "leave the request a chunk at a time, together with old screenshots, and the "
-            "model is told how many are missing. null keeps every turn. Bounds the request "
-            "size of long sessions."
+            "model is told how many are missing (follow-up inputs given in them are kept "
+            "with the task). null keeps every turn. Bounds the request size of long "
+            "sessions."
         ),
     )
     thinking_budget: int | None = Field(default=None, ge=1024, le=128_000)

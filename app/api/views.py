@@ -45,8 +45,7 @@ def session_view(row: SessionRow, last_run: RunRow | None, last_event_seq: int) 
 async def sessions_view(db: AsyncSession, rows: Sequence[SessionRow]) -> list[schemas.Session]:
     run_ids = [r.last_run_id for r in rows if r.last_run_id]
     runs = {run.id: run for run in await repo.get_runs(db, run_ids)} if run_ids else {}
-    seqs = await repo.last_event_seqs(db, [r.id for r in rows]) if rows else {}
-    return [session_view(r, runs.get(r.last_run_id or ""), seqs.get(r.id, 0)) for r in rows]
+    return [session_view(r, runs.get(r.last_run_id or ""), r.last_event_seq) for r in rows]
 
 
 def run_view(row: RunRow) -> schemas.Run:

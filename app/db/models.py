@@ -20,9 +20,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -50,6 +52,20 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_events_session_seq"),)
+
+
 class SessionRow(Base):
     __tablename__ = "sessions"
 
@@ -69,6 +85,16 @@ class SessionRow(Base):
     # The provider loop's resumable state (transcript with screenshots by reference,
     # in-flight action, response ids). Written only at step boundaries.
     agent_state: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # Not stored (migration 0002): read with the row, in the same statement, so a
+    # session's status and its newest seq come from one snapshot. Deferred: only the
+    # API's reads ask for it (repositories.get_session / list_sessions).
+    last_event_seq: Mapped[int] = column_property(
+        select(func.coalesce(func.max(EventRow.seq), 0))
+        .where(EventRow.session_id == id)
+        .correlate_except(EventRow)
+        .scalar_subquery(),
+        deferred=True,
+    )
     page_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -110,20 +136,6 @@ class TurnRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("run_id", "index", name="uq_turns_run_index"),)
-
-
-class EventRow(Base):
-    __tablename__ = "events"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    run_id: Mapped[str | None] = mapped_column(String(40))
-    type: Mapped[str] = mapped_column(String(64))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_events_session_seq"),)
 
 
 class ScreenshotRow(Base):

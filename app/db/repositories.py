@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from app.db.models import (
     EventRow,
@@ -27,6 +28,9 @@ from app.events.types import TERMINAL_RUN_EVENTS, StoredEvent
 EVENTS = cast(Table, EventRow.__table__)
 TURNS = cast(Table, TurnRow.__table__)
 SCREENSHOTS = cast(Table, ScreenshotRow.__table__)
+
+# A session read for the API carries its newest seq, from the same statement.
+_WITH_SEQ = undefer(SessionRow.last_event_seq)
 
 UNFINISHED_RUN_STATUSES = ("queued", "running", "awaiting_safety_check")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -45,17 +49,6 @@ async def insert_events(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> Non
     belong to a session row added in the same transaction."""
     await db.flush()
     await db.execute(EVENTS.insert(), list(rows))
-
-
-async def last_event_seqs(db: AsyncSession, session_ids: Sequence[str]) -> dict[str, int]:
-    """Each session's newest seq (absent: no events), from the (session_id, seq) index.
-    Not kept on the session row: one UPDATE fewer in every commit of the event log."""
-    rows = await db.execute(
-        select(EventRow.session_id, func.max(EventRow.seq))
-        .where(EventRow.session_id.in_(list(session_ids)))
-        .group_by(EventRow.session_id)
-    )
-    return {sid: int(seq) for sid, seq in rows}
 
 
 def _select_events() -> Select[tuple[str, int, str | None, str, dict[str, Any], datetime]]:
@@ -113,7 +106,7 @@ async def terminal_event_seq(db: AsyncSession, session_id: str, run_id: str) -> 
 async def get_session(
     db: AsyncSession, session_id: str, tenant: str | None = None
 ) -> SessionRow | None:
-    stmt = select(SessionRow).where(SessionRow.id == session_id)
+    stmt = select(SessionRow).where(SessionRow.id == session_id).options(_WITH_SEQ)
     if tenant is not None:
         stmt = stmt.where(SessionRow.tenant == tenant)
     return await db.scalar(stmt)
@@ -122,7 +115,7 @@ async def get_session(
 async def list_sessions(
     db: AsyncSession, tenant: str, status: str | None, after: str | None, limit: int
 ) -> list[SessionRow]:
-    stmt = select(SessionRow).where(SessionRow.tenant == tenant)
+    stmt = select(SessionRow).where(SessionRow.tenant == tenant).options(_WITH_SEQ)
     if status is not None:
         stmt = stmt.where(SessionRow.status == status)
     if after is not None:
@@ -204,7 +197,7 @@ def _insert_ignoring_conflicts(db: AsyncSession, table: Table, values: dict[str,
 async def insert_or_update_turn(db: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert the turn, or update it when (run_id, index) exists; True when inserted."""
     result = await db.execute(_insert_ignoring_conflicts(db, TURNS, values))
-    if getattr(result, "rowcount", 0):
+    if getattr(result, "rowcount", 0) == 1:  # not -1 ("unknown"): usage counts once
         return True
     changed = {k: v for k, v in values.items() if k not in ("id", "started_at")}
     await db.execute(
@@ -230,7 +223,7 @@ async def update_turn_results(
         .where(TURNS.c.run_id == run_id, TURNS.c.index == index)
         .values(actions=actions, results=results, ended_at=ended_at)
     )
-    return bool(getattr(result, "rowcount", 0))
+    return getattr(result, "rowcount", 0) == 1
 
 
 async def list_turns(

@@ -192,16 +192,23 @@ class EventLog:
         for write, result in zip(batch, results, strict=True):
             if result[0]:
                 self._broker.publish(write.session_id, result[0])
-        for n, (write, result) in enumerate(zip(batch, results, strict=True)):
-            if n and n % self._wake_chunk == 0:
-                # Hundreds of runs wait on one batch; woken at once, each runs its next
-                # stretch of work in the same loop iteration and every other task (an
-                # HTTP request, a cancel, a stream) waits for all of them. A few at a
-                # time, with a turn of the loop in between, keeps the loop responsive.
-                # (Subscribers were all told above: streams never wait for this.)
-                await asyncio.sleep(0)
-            if not write.future.done():
-                write.future.set_result(result)
+        woken = 0
+        try:
+            for write, result in zip(batch, results, strict=True):
+                if woken and woken % self._wake_chunk == 0:
+                    # Hundreds of runs wait on one batch; woken at once, each runs its
+                    # next stretch of work in the same loop iteration and every other
+                    # task (an HTTP request, a cancel, a stream) waits for all of them.
+                    # A few at a time, with a turn of the loop in between, keeps the
+                    # loop responsive. (Subscribers were all told above.)
+                    await asyncio.sleep(0)
+                if not write.future.done():
+                    write.future.set_result(result)
+                woken += 1
+        finally:  # cancelled in between: what is committed is still reported
+            for write, result in zip(batch[woken:], results[woken:], strict=True):
+                if not write.future.done():
+                    write.future.set_result(result)
 
     def forget(self, session_id: str) -> None:
         """Drop the cached seq of a session (tests that reset the database)."""

@@ -339,3 +339,30 @@ async def test_turn_retention_bounds_what_long_sessions_send(
     assert last[0]["content"][-1]["text"] == tx.TURNS_OMITTED.format(n=9)
     assert ctx.turns[14].request["turns_omitted"] == 9
     assert tx.count_breakpoints(requests[-1]) == 4
+
+
+async def test_turn_retention_across_runs_keeps_the_follow_up_input(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    loop = AnthropicLoop(client)
+
+    def clicks(n: int) -> list[dict[str, Any]]:
+        return [tool_use_message(computer_call("left_click", coordinate=[5, 5])) for _ in range(n)]
+
+    computer = FakeComputer()
+    fake.enqueue(*clicks(6), text_message("first done"))
+    first = MemoryContext(make_config(image_retention=2, turn_retention=2), computer)
+    await loop.run(first, {}, "open the shop", resumed=False)
+    fake.enqueue(*clicks(6), text_message("hats found"))
+    config = make_config(run_id="run_2", image_retention=2, turn_retention=2)
+    second = MemoryContext(config, computer, shots=first.shots)
+    outcome = await loop.run(second, first.state, "now search for hats", resumed=False)
+
+    assert outcome.output == "hats found" and fake.script_errors == []
+    last = fake.requests[-1].body["messages"]
+    assert sum(1 for m in last if m["role"] == "assistant") <= 2 + 2  # keep + chunk
+    texts = [b.get("text") for b in last[0]["content"] if b.get("type") == "text"]
+    assert texts[0] == "open the shop" and texts[-2:] == [tx.CARRIED_INPUT, "now search for hats"]
+    # The follow-up appears once: carried with the task, or still in its own turn.
+    everywhere = [b.get("text") for m in last for b in m["content"] if b.get("type") == "text"]
+    assert everywhere.count("now search for hats") == 1

@@ -194,11 +194,16 @@ def test_turn_retention_drops_old_turns_in_chunks_and_says_so() -> None:
     assert sent_turns == [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 4, 5]
 
 
-def test_turn_retention_never_drops_a_persons_input_or_what_follows_it() -> None:
+def test_turn_retention_carries_a_persons_input_from_the_turns_it_drops() -> None:
     messages = conversation(8)
     messages[6]["content"].append({"type": "text", "text": "now search for hats"})  # a follow-up
-    omitted = tx.turns_to_drop(messages, keep=1, chunk=1)
+    messages[8]["content"].append({"type": "text", "text": tx.CONTINUE_PROMPT})  # the service's
+    omitted = tx.turns_to_drop(messages, keep=2, chunk=1)
     kept = tx.drop_turns(messages, omitted)
-    # Turns 1 and 2 go; turn 3's answer carries the follow-up: it and all after it stay.
-    assert omitted == 2 and kept[1:] == messages[5:]
-    assert any(b.get("text") == "now search for hats" for m in kept for b in m["content"])
+    assert omitted == 6 and kept[1:] == messages[13:]
+    assert kept[0]["content"][-3:] == [
+        {"type": "text", "text": tx.TURNS_OMITTED.format(n=6)},
+        {"type": "text", "text": tx.CARRIED_INPUT},
+        {"type": "text", "text": "now search for hats"},
+    ]
+    assert all(kept[i]["role"] != kept[i + 1]["role"] for i in range(len(kept) - 1))
