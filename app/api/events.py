@@ -32,7 +32,7 @@ SSE_DESCRIPTION = (
     "`Accept: application/json` or `?format=json`: one EventPage."
 )
 # How long a stream may take to end by itself once the server shuts down, before
-# sse-starlette cuts it: more than stream_events' idle wake-up (1 s), and well under
+# sse-starlette cuts it: more than stream_batches' idle wake-up (1 s), and well under
 # uvicorn's own graceful-shutdown timeout (SHUTDOWN_GRACE_S + 5 s).
 STREAM_CLOSE_S = 2.0
 IMAGE_PAGE_MAX = 50

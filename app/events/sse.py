@@ -10,8 +10,7 @@ every stored event exactly once, in seq order, whatever the timing.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -57,22 +56,6 @@ async def _read_from(
             yield page
         if len(page) < REPLAY_PAGE:
             return
-
-
-async def stream_events(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    broker: Broker,
-    request: StreamRequest,
-    *,
-    wake_every: float = 1.0,
-    stop: Callable[[], bool] | None = None,
-) -> AsyncIterator[StoredEvent]:
-    """`stream_batches`, one event at a time."""
-    batches = stream_batches(sessionmaker, broker, request, wake_every=wake_every, stop=stop)
-    async with aclosing(batches):  # closing this generator unsubscribes at once
-        async for batch in batches:
-            for event in batch:
-                yield event
 
 
 async def stream_batches(
