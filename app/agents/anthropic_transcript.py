@@ -173,7 +173,7 @@ def retain_images(messages: list[Message], keep: int, chunk: int) -> list[Messag
     `chunk` so that the request prefix (and with it the prompt cache) stays unchanged
     for `chunk` turns at a time: between `keep` and `keep + chunk - 1` images are sent."""
     slots = list(_image_positions(messages))
-    to_remove = image_cut(messages, keep, chunk)
+    to_remove = _cut(len(slots), keep, chunk)
     placeholder = {"type": "text", "text": IMAGE_PLACEHOLDER}
     return _replaced(messages, {slot: dict(placeholder) for slot in slots[:to_remove]})
 
@@ -220,9 +220,13 @@ def drop_turns(messages: list[Message], count: int) -> list[Message]:
 
 def image_cut(messages: list[Message], keep: int, chunk: int) -> int:
     """How many of the oldest images retain_images replaces."""
+    return _cut(count_images(messages), keep, chunk)
+
+
+def _cut(images: int, keep: int, chunk: int) -> int:
     if keep <= 0:
         return 0
-    excess = count_images(messages) - keep
+    excess = images - keep
     return excess - excess % max(chunk, 1) if excess > 0 else 0
 
 

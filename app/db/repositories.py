@@ -200,11 +200,7 @@ async def insert_or_update_turn(db: AsyncSession, values: dict[str, Any]) -> boo
     if getattr(result, "rowcount", 0) == 1:  # not -1 ("unknown"): usage counts once
         return True
     changed = {k: v for k, v in values.items() if k not in ("id", "started_at")}
-    await db.execute(
-        TURNS.update()
-        .where(TURNS.c.run_id == values["run_id"], TURNS.c.index == values["index"])
-        .values(changed)
-    )
+    await _update_turn(db, values["run_id"], values["index"], changed)
     return False
 
 
@@ -218,10 +214,13 @@ async def update_turn_results(
 ) -> bool:
     """A recorded turn's actions and results (the second write of a turn: its response
     and usage were recorded with the first); False when the row is not there."""
+    values = {"actions": actions, "results": results, "ended_at": ended_at}
+    return await _update_turn(db, run_id, index, values)
+
+
+async def _update_turn(db: AsyncSession, run_id: str, index: int, values: dict[str, Any]) -> bool:
     result = await db.execute(
-        TURNS.update()
-        .where(TURNS.c.run_id == run_id, TURNS.c.index == index)
-        .values(actions=actions, results=results, ended_at=ended_at)
+        TURNS.update().where(TURNS.c.run_id == run_id, TURNS.c.index == index).values(values)
     )
     return getattr(result, "rowcount", 0) == 1
 
