@@ -38,9 +38,10 @@ from typing import Any
 from sqlalchemy import text
 
 from app.db.engine import checkpoint_wal, create_engine, create_sessionmaker, migrate
-from app.db.models import Base, EventRow, SessionRow, utcnow
+from app.db.models import Base, EventRow, utcnow
 from app.events.broker import Broker
 from app.events.log import EventLog
+from tests.events.conftest import session_row
 
 PAYLOAD_TEXT = "x" * 64
 RAW_BATCH = 512
@@ -54,27 +55,11 @@ async def reset(url: str) -> None:
     await engine.dispose()
 
 
-def session_row(sid: str) -> SessionRow:
-    return SessionRow(
-        id=sid,
-        tenant="bench",
-        status="idle",
-        provider="anthropic",
-        model="m",
-        computer={},
-        options={},
-        safety={},
-        metadata_={},
-        usage={},
-        agent_state={},
-    )
-
-
 async def add_sessions(url: str, sessions: int) -> None:
     engine = create_engine(url)
     maker = create_sessionmaker(engine)
     async with maker() as db, db.begin():
-        db.add_all([session_row(f"ses_{i}") for i in range(sessions)])
+        db.add_all([session_row(f"ses_{i}", tenant="bench") for i in range(sessions)])
     await engine.dispose()
 
 

@@ -28,22 +28,25 @@ async def event_log(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIter
     await log.stop()
 
 
+def session_row(session_id: str, tenant: str = "t") -> SessionRow:
+    """The least a session row needs (the benchmarks use it too)."""
+    return SessionRow(
+        id=session_id,
+        tenant=tenant,
+        status="idle",
+        provider="anthropic",
+        model="m",
+        computer={},
+        options={},
+        safety={},
+        metadata_={},
+        usage={},
+        agent_state={},
+    )
+
+
 async def new_session(log: EventLog, session_id: str) -> None:
     async def insert(db: AsyncSession) -> None:
-        db.add(
-            SessionRow(
-                id=session_id,
-                tenant="t",
-                status="idle",
-                provider="anthropic",
-                model="m",
-                computer={},
-                options={},
-                safety={},
-                metadata_={},
-                usage={},
-                agent_state={},
-            )
-        )
+        db.add(session_row(session_id))
 
     await log.append(session_id, None, [("session.created", {})], insert)
