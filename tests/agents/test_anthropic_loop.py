@@ -270,17 +270,18 @@ async def test_thinking_blocks_go_back_unchanged(
     ]
 
 
+def clicks(n: int) -> list[dict[str, Any]]:
+    """`n` single-click replies, each with a tool_use of its own."""
+    return [
+        tool_use_message(computer_call("left_click", coordinate=[10 + k, 10])) for k in range(n)
+    ]
+
+
 async def test_long_conversation_keeps_four_breakpoints_and_few_images(
     fake: FakeAnthropic, client: anthropic.AsyncAnthropic
 ) -> None:
     turns = 12
-    fake.enqueue(
-        *[
-            tool_use_message(computer_call("left_click", coordinate=[10 + n, 10]))
-            for n in range(turns)
-        ],
-        text_message("Finished"),
-    )
+    fake.enqueue(*clicks(turns), text_message("Finished"))
     ctx = MemoryContext(make_config(image_retention=3), FakeComputer())
 
     await AnthropicLoop(client).run(ctx, {}, "go", resumed=False)
@@ -309,13 +310,7 @@ async def test_turn_retention_bounds_what_long_sessions_send(
     # Through the real SDK to the strict fake: every trimmed request is a valid one
     # (roles alternate, each tool_result answers a tool_use of the message before it).
     turns = 14
-    fake.enqueue(
-        *[
-            tool_use_message(computer_call("left_click", coordinate=[10 + n, 10]))
-            for n in range(turns)
-        ],
-        text_message("Finished"),
-    )
+    fake.enqueue(*clicks(turns), text_message("Finished"))
     ctx = MemoryContext(make_config(image_retention=3, turn_retention=4), FakeComputer())
 
     outcome = await AnthropicLoop(client).run(ctx, {}, "go", resumed=False)
@@ -345,10 +340,6 @@ async def test_turn_retention_across_runs_keeps_the_follow_up_input(
     fake: FakeAnthropic, client: anthropic.AsyncAnthropic
 ) -> None:
     loop = AnthropicLoop(client)
-
-    def clicks(n: int) -> list[dict[str, Any]]:
-        return [tool_use_message(computer_call("left_click", coordinate=[5, 5])) for _ in range(n)]
-
     computer = FakeComputer()
     fake.enqueue(*clicks(6), text_message("first done"))
     first = MemoryContext(make_config(image_retention=2, turn_retention=2), computer)
