@@ -26,6 +26,7 @@ from app.lifespan import Services
 from app.main import create_app
 from app.settings import Settings
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.kernel_server import FakeKernel
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -72,6 +73,19 @@ async def clean_db(migrated: str) -> str:
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     with FakeAnthropic() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def kernel_server() -> Iterator[FakeKernel]:
+    """The fake Kernel API, one per test module (a module may override it)."""
+    with FakeKernel() as fake:
+        yield fake
+
+
+@pytest.fixture
+def kernel_fake(kernel_server: FakeKernel) -> FakeKernel:
+    kernel_server.reset()
+    return kernel_server
 
 
 @pytest.fixture

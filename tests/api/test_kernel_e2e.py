@@ -4,7 +4,7 @@ Kernel was asked to do is read from the fake, not from the service's own events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,18 +19,6 @@ from tests.fakes.anthropic_server import (
 from tests.fakes.kernel_server import FakeKernel
 
 KERNEL_COMPUTER = {"type": "kernel", "display": {"width": 1280, "height": 800}}
-
-
-@pytest.fixture(scope="module")
-def kernel_server() -> Iterator[FakeKernel]:
-    with FakeKernel() as fake:
-        yield fake
-
-
-@pytest.fixture
-def kernel_fake(kernel_server: FakeKernel) -> FakeKernel:
-    kernel_server.reset()
-    return kernel_server
 
 
 @pytest.fixture

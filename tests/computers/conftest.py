@@ -10,10 +10,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from kernel import AsyncKernel
 
 from app.computers.base import Display
 from app.computers.browser import BrowserComputer, BrowserPool
 from tests.browser_support import require_chromium
+from tests.computers.kernel_support import client_for
+from tests.fakes.kernel_server import FakeKernel
 
 PROBE_HTML = (Path(__file__).parent / "probe.html").read_bytes()
 DISPLAY = Display(1280, 800)
@@ -80,3 +83,11 @@ async def browser(browser_pool: BrowserPool, probe_server: str) -> AsyncIterator
     await computer.start()
     yield computer
     await computer.close()
+
+
+@pytest.fixture
+async def client(kernel_fake: FakeKernel) -> AsyncIterator[AsyncKernel]:
+    """A kernel SDK client pointed at kernel_fake (the Kernel computer tests)."""
+    client = client_for(kernel_fake)
+    yield client
+    await client.close()

@@ -36,7 +36,7 @@ from app.computers.base import (
 )
 from app.computers.kernel import KernelComputer
 from app.computers.scaling import ScaleMap, png_size
-from tests.computers.kernel_support import CURSOR, DISPLAY, client_for
+from tests.computers.kernel_support import CURSOR, DISPLAY
 from tests.fakes.kernel_server import FakeKernel
 
 
@@ -44,19 +44,6 @@ from tests.fakes.kernel_server import FakeKernel
 def kernel_server(request: pytest.FixtureRequest) -> Iterator[FakeKernel]:
     with FakeKernel(direct_vm=request.param) as fake:
         yield fake
-
-
-@pytest.fixture
-def kernel_fake(kernel_server: FakeKernel) -> FakeKernel:
-    kernel_server.reset()
-    return kernel_server
-
-
-@pytest.fixture
-async def client(kernel_fake: FakeKernel) -> AsyncIterator[AsyncKernel]:
-    client = client_for(kernel_fake)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

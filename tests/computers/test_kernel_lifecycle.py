@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from kernel import AsyncKernel
@@ -18,25 +18,6 @@ from app.computers.kernel import KernelComputer
 from app.computers.kernel_api import kernel_client, wheel_units
 from tests.computers.kernel_support import DISPLAY, client_for, settings_for
 from tests.fakes.kernel_server import FakeKernel
-
-
-@pytest.fixture(scope="module")
-def kernel_server() -> Iterator[FakeKernel]:
-    with FakeKernel() as fake:
-        yield fake
-
-
-@pytest.fixture
-def kernel_fake(kernel_server: FakeKernel) -> FakeKernel:
-    kernel_server.reset()
-    return kernel_server
-
-
-@pytest.fixture
-async def client(kernel_fake: FakeKernel) -> AsyncIterator[AsyncKernel]:
-    client = client_for(kernel_fake)
-    yield client
-    await client.close()
 
 
 async def started(client: AsyncKernel, session_id: str | None = None) -> KernelComputer:
