@@ -27,6 +27,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.kernel_server import FakeKernel
+from tests.fakes.openai_server import FakeOpenAI
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -164,3 +165,19 @@ class ServiceServer:
 async def service(clean_db: str, anthropic_fake: FakeAnthropic) -> AsyncIterator[Service]:
     async with ServiceServer(make_settings(clean_db, anthropic_fake.base_url)) as svc:
         yield svc
+
+
+@pytest.fixture
+async def openai_service(
+    clean_db: str, anthropic_fake: FakeAnthropic
+) -> AsyncIterator[tuple[Service, FakeOpenAI]]:
+    """The service with its OpenAI client pointed at a strict fake Responses API."""
+    with FakeOpenAI(strict=True) as fake:
+        settings = make_settings(
+            clean_db,
+            anthropic_fake.base_url,
+            openai_api_key="test-key",
+            openai_base_url=fake.base_url,
+        )
+        async with ServiceServer(settings) as service:
+            yield service, fake

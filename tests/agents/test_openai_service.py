@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from tests.api.helpers import create_session, wait_for_run
-from tests.conftest import Service, ServiceServer, make_settings
-from tests.fakes.anthropic_server import FakeAnthropic
+from tests.conftest import Service
 from tests.fakes.openai_server import (
     FakeOpenAI,
     computer_call,
@@ -25,19 +21,6 @@ from tests.fakes.openai_server import (
 
 CLICK = {"type": "click", "x": 10, "y": 20, "button": "left"}
 TYPE = {"type": "type", "text": "hi"}
-
-
-@pytest.fixture
-async def openai_service(clean_db: str, anthropic_fake: FakeAnthropic) -> AsyncIterator[Any]:
-    with FakeOpenAI(strict=True) as fake:
-        settings = make_settings(
-            clean_db,
-            anthropic_fake.base_url,
-            openai_api_key="test-key",
-            openai_base_url=fake.base_url,
-        )
-        async with ServiceServer(settings) as service:
-            yield service, fake
 
 
 async def pending_check(service: Service, sid: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ the repaired transcript is accepted by the strict fakes in a follow-up run."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from app.computers.base import Click, ShotImage
 from app.computers.fake import FakeComputer
 from tests.api.helpers import create_session, read_stream, types, wait_for_run
-from tests.conftest import Service, ServiceServer, make_settings
+from tests.conftest import Service
 from tests.fakes import openai_server as oai
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
@@ -21,21 +20,6 @@ from tests.fakes.anthropic_server import (
     text_message,
     tool_use_message,
 )
-
-
-@pytest.fixture
-async def openai_service(
-    clean_db: str, anthropic_fake: FakeAnthropic
-) -> AsyncIterator[tuple[Service, oai.FakeOpenAI]]:
-    with oai.FakeOpenAI(strict=True) as fake:
-        settings = make_settings(
-            clean_db,
-            anthropic_fake.base_url,
-            openai_api_key="test-key",
-            openai_base_url=fake.base_url,
-        )
-        async with ServiceServer(settings) as service:
-            yield service, fake
 
 
 class ScreenshotGate:
