@@ -167,7 +167,7 @@ class AnthropicRun:
                 "message": "the conversation no longer fits the model's context window; "
                 "lower image_retention or start a new session",
             }
-        await self._checkpoint(events)
+        await self._checkpoint(events, defer=True)  # the next step writes first
         self._raise_if_ended()
 
     def _raise_if_ended(self) -> None:
@@ -233,7 +233,7 @@ class AnthropicRun:
         )
         if error is not None:
             events += self._skip(later)
-        await self._checkpoint(events)
+        await self._checkpoint(events, defer=True)  # the next step writes first
         return error is None
 
     async def _clear_with_human(self, tool_use: tx.Block, call: dict[str, Any]) -> bool:
@@ -352,7 +352,7 @@ class AnthropicRun:
             self.state["last_shot"] = shot.to_event()
         return shot
 
-    async def _checkpoint(self, events: list[Event] | None = None) -> None:
+    async def _checkpoint(self, events: list[Event] | None = None, *, defer: bool = False) -> None:
         # A snapshot: the runner keeps the object it was given (to repair after a
         # cancel), which must not change under it as the loop goes on.
-        await self.ctx.checkpoint(snapshot(self.state), events or [])
+        await self.ctx.checkpoint(snapshot(self.state), events or [], defer=defer)

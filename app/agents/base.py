@@ -169,7 +169,8 @@ class RunHalted(Exception):
 
 
 class RunContext(Protocol):
-    """What the runner hands a loop. Every method commits before it returns."""
+    """What the runner hands a loop. Every method commits before it returns (except
+    a deferred checkpoint, and the staged turn records and screenshots)."""
 
     config: RunConfig
     computer: Computer
@@ -178,8 +179,15 @@ class RunContext(Protocol):
         """Append one event to the session's log (committed, then published); returns its seq."""
         ...
 
-    async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
-        """Save the loop's resumable state and append `events`, in one transaction."""
+    async def checkpoint(
+        self, state: dict[str, Any], events: Sequence[Event] = (), *, defer: bool = False
+    ) -> None:
+        """Save the loop's resumable state and append `events`, in one transaction.
+
+        `defer`: the write may wait for the context's next one and commit in its
+        transaction, ahead of it. Only for a checkpoint the loop follows with
+        another write before it acts outside the process (calls the model, runs an
+        action); the runner commits a deferred checkpoint before the run ends."""
         ...
 
     async def record_turn(self, turn: TurnRecord) -> None:

@@ -9,12 +9,19 @@ needs: the last committed state still has the turn to record (resume records
 it again, idempotently), and no committed state or event names the screenshot.
 The session-row columns a commit sets (the checkpointed state, the usage totals,
 the page URL) go out in one UPDATE.
+
+A checkpoint the loop follows with another write before anything leaves the
+process (the model's reply, followed by the intent to run its first action; an
+action's result, followed by the next turn.started) may be deferred the same
+way: its state and events ride in the next write's transaction, ahead of that
+write's own events. A step is then two commits instead of four. A crash in
+between loses only what nothing outside the process has acted on yet, and the
+runner flushes what is deferred before it ends or leaves a run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -108,6 +115,10 @@ class ServiceRunContext:
         self._shots: OrderedDict[str, ShotImage] = OrderedDict()
         # Writes that go with the run's next one; each may set session row columns.
         self._staged: list[Staged] = []
+        # A deferred checkpoint: its state, its events, what to remember once committed.
+        self._deferred_state: dict[str, Any] | None = None
+        self._deferred: list[NewEvent] = []
+        self._on_commit: list[Callable[[], None]] = []
         self._recorded_turns: set[int] = set()  # turn rows this process wrote
         self._totals = totals
 
@@ -133,24 +144,37 @@ class ServiceRunContext:
                     }
 
     async def emit(self, type_: str, data: dict[str, Any]) -> int:
-        stored = await self._committed(
-            self._write([(type_, data)]), lambda: self._observe([(type_, data)])
+        stored, _ = await self._transact(
+            [(type_, data)], on_commit=lambda: self._observe([(type_, data)])
         )
-        return stored[0].seq
+        return stored[-1].seq
 
     def take_staged(self) -> Apply | None:
         """The staged writes as one `apply` (None if there are none), for the runner's
-        final write of the run; they are no longer staged afterwards."""
+        final write of the run; they are no longer staged afterwards. A deferred
+        checkpoint is not among them (`flush` it first): one still pending is
+        dropped, and the run ends from the last committed state."""
+        self._deferred_state, self._deferred, self._on_commit = None, [], []
         return self._apply_of(self._take())
+
+    @property
+    def deferred(self) -> bool:
+        """Whether a deferred checkpoint waits for the next write."""
+        return bool(self._on_commit)
+
+    async def flush(self) -> None:
+        """Commit a deferred checkpoint (and the writes staged with it) now."""
+        if self._on_commit:
+            await self._transact()
 
     def _take(self) -> list[Staged]:
         staged, self._staged = self._staged, []
         return staged
 
-    def _apply_of(self, staged: list[Staged]) -> Apply | None:
-        """One `apply` running `staged` in order; the session row columns they set are
-        written by one UPDATE at the end."""
-        if not staged:
+    def _apply_of(self, staged: list[Staged], state: dict[str, Any] | None = None) -> Apply | None:
+        """One `apply` running `staged` in order, then saving `state` (the agent's);
+        the session row columns they set are written by one UPDATE at the end."""
+        if not staged and state is None:
             return None
         session_id = self.config.session_id
 
@@ -158,64 +182,90 @@ class ServiceRunContext:
             columns: dict[str, Any] = {}  # fresh each time: a retried write runs it again
             for save in staged:
                 await save(db, columns)
+            if state is not None:
+                columns["agent_state"] = state
             if columns:
                 await repo.update_session(db, session_id, **columns)
 
         return apply
 
     async def _transact(
-        self, events: Sequence[NewEvent] | EventsFor = (), apply: Apply | None = None
+        self,
+        events: Sequence[NewEvent] | EventsFor = (),
+        apply: Apply | None = None,
+        on_commit: Callable[[], None] | None = None,
+        state: dict[str, Any] | None = None,
     ) -> tuple[list[StoredEvent], Any]:
-        """Every write of the context: the staged writes go first, in the same commit."""
-        taken = self._take()
-        staged = self._apply_of(taken)
+        """Every write of the context. The staged writes and a deferred checkpoint go
+        first, in the same commit; `state` (else the deferred checkpoint's) is the
+        agent state it saves. `on_commit` (and the deferred checkpoint's) runs once
+        it is committed. A cancel that arrives while the write is in flight waits
+        for it (it commits regardless), so the context's view (state, last action)
+        always matches the log before the cancel goes on."""
+        taken, deferred, commits = self._take(), self._deferred, self._on_commit
+        deferred_state = self._deferred_state
+        self._deferred_state, self._deferred, self._on_commit = None, [], []
+        staged = self._apply_of(taken, state if state is not None else deferred_state)
         if staged is not None:
             apply = _chain(staged, apply)
+        if deferred:
+            events = _after(deferred, events)
+        done = [*commits, on_commit] if on_commit is not None else commits
+        task = asyncio.ensure_future(
+            self._log.transact(self.config.session_id, self.config.run_id, events, apply)
+        )
         try:
-            return await self._log.transact(
-                self.config.session_id, self.config.run_id, events, apply
-            )
-        except Exception:
-            # Nothing of it was committed: the staged writes go with the next write
-            # (the runner's final one at the latest) instead of being lost.
-            self._staged[:0] = taken
-            raise
-
-    async def _write(
-        self, events: Sequence[NewEvent] = (), apply: Apply | None = None
-    ) -> list[StoredEvent]:
-        stored, _ = await self._transact(events, apply)
-        return stored
-
-    async def _committed(
-        self, write: Awaitable[list[StoredEvent]], on_commit: Callable[[], None]
-    ) -> list[StoredEvent]:
-        """Await a write, then record what it committed. A cancel that arrives while
-        the write is in flight waits for it (it commits regardless), so the context's
-        view (state, last action) always matches the log before the cancel goes on."""
-        task = asyncio.ensure_future(write)
-        try:
-            stored = await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # a failed write committed nothing
+            try:
                 await task
-                on_commit()
+            except Exception:  # a failed write committed nothing
+                self._restore(taken, deferred_state, deferred, commits)
+            else:
+                for remember in done:
+                    remember()
             raise
-        on_commit()
-        return stored
+        except Exception:
+            # Nothing of it was committed: the staged writes and the deferred
+            # checkpoint go with the next write (the runner's final one at the
+            # latest) instead of being lost.
+            self._restore(taken, deferred_state, deferred, commits)
+            raise
+        for remember in done:
+            remember()
+        return result
 
-    async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
-        async def save(db: AsyncSession, session: dict[str, Any]) -> None:
-            session["agent_state"] = state
+    def _restore(
+        self,
+        taken: list[Staged],
+        deferred_state: dict[str, Any] | None,
+        deferred: list[NewEvent],
+        commits: list[Callable[[], None]],
+    ) -> None:
+        self._staged[:0] = taken
+        if commits:
+            self._deferred_state = deferred_state
+            self._deferred[:0] = deferred
+            self._on_commit[:0] = commits
 
+    async def checkpoint(
+        self, state: dict[str, Any], events: Sequence[Event] = (), *, defer: bool = False
+    ) -> None:
         def remember() -> None:
             self.state = state
             self._observe(events)
 
-        self._staged.append(save)
-        await self._committed(self._write(list(events)), remember)
-        if self._should_suspend() and not state.get("in_flight"):
+        if defer and not self._suspends(state):
+            self._deferred_state = state
+            self._deferred.extend(events)
+            self._on_commit.append(remember)
+            return
+        await self._transact(list(events), on_commit=remember, state=state)
+        if self._suspends(state):
             raise RunSuspended
+
+    def _suspends(self, state: dict[str, Any]) -> bool:
+        return self._should_suspend() and not state.get("in_flight")
 
     async def record_turn(self, turn: TurnRecord) -> None:
         """Staged: written by the run's next write."""
@@ -421,6 +471,15 @@ class ServiceRunContext:
             return [("run.resumed", {"reason": "safety_check_acknowledged", "call_id": call_id})]
 
         await self._transact(lambda events: events, resume)
+
+
+def _after(
+    first: Sequence[NewEvent], then: Sequence[NewEvent] | EventsFor
+) -> Sequence[NewEvent] | EventsFor:
+    """`first`, then `then`'s events (`then` may be a function of what `apply` found)."""
+    if callable(then):
+        return lambda applied: [*first, *then(applied)]
+    return [*first, *then]
 
 
 def _chain(first: Apply, then: Apply | None) -> Apply:

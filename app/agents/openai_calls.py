@@ -115,7 +115,7 @@ class CallExecutor:
             if error is None and index + 1 < len(raws):
                 # One screenshot per call: the model sees the screen after the batch.
                 result = self._result(call_data, output=output, duration_ms=duration_ms)
-                await self.run.checkpoint([result])
+                await self.run.checkpoint([result], defer=True)  # the next action writes first
                 continue
             shot = await self._screenshot()
             result = self._result(
@@ -303,4 +303,4 @@ class CallExecutor:
         if note:
             state["items"].append(items_.user_message(note))
         state.update(progress=None, in_flight=None)
-        await self.run.checkpoint(events)
+        await self.run.checkpoint(events, defer=True)  # the next step writes first

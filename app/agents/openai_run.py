@@ -181,7 +181,7 @@ class OpenAIRun:
             state["items"].append(items_.user_message(CONTINUE_PROMPT))
         else:
             state["continued"] = False
-        await self.checkpoint(events)
+        await self.checkpoint(events, defer=True)  # the next step writes first
 
     # ---- screenshots and checkpoints -------------------------------------------------
 
@@ -200,7 +200,7 @@ class OpenAIRun:
         self.state["last_shot"] = shot.to_event()
         return shot
 
-    async def checkpoint(self, events: list[Event] | None = None) -> None:
+    async def checkpoint(self, events: list[Event] | None = None, *, defer: bool = False) -> None:
         # A snapshot: the runner keeps the object it was given (to repair after a
         # cancel), which must not change under it as the loop goes on.
-        await self.ctx.checkpoint(snapshot(self.state), events or [])
+        await self.ctx.checkpoint(snapshot(self.state), events or [], defer=defer)

@@ -89,6 +89,11 @@ class MemoryContext:
         self.safety_calls: list[SafetyCall] = []
         # note_executed calls: (call_id, action, the event types logged by then).
         self.executed: list[tuple[str, dict[str, Any] | None, list[str]]] = []
+        # Recorded at once, but checked: the service commits a deferred checkpoint
+        # with the next write, which must come before the model is called or an
+        # action runs (the assertions below fail a loop that breaks that rule).
+        self.deferred_pending = False
+        self.deferred_count = 0
 
     @property
     def state(self) -> dict[str, Any]:
@@ -114,15 +119,24 @@ class MemoryContext:
 
     async def emit(self, type_: str, data: dict[str, Any]) -> int:
         self.events.append((type_, _json(data)))
+        self.deferred_pending = False
         self._appended.set()
         return len(self.events)
 
-    async def checkpoint(self, state: dict[str, Any], events: Sequence[Event] = ()) -> None:
+    async def checkpoint(
+        self, state: dict[str, Any], events: Sequence[Event] = (), *, defer: bool = False
+    ) -> None:
         self.states.append(_json(state))
         self.events.extend((type_, _json(data)) for type_, data in events)
+        self.deferred_pending = defer
+        self.deferred_count += defer
         self._appended.set()
 
+    def _check_nothing_deferred(self, what: str) -> None:
+        assert not self.deferred_pending, f"{what} while a deferred checkpoint was uncommitted"
+
     def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
+        self._check_nothing_deferred(f"action {call_id} ran")
         self.executed.append((call_id, _json(action), self.types()))
 
     async def record_turn(self, turn: TurnRecord) -> None:
@@ -141,6 +155,7 @@ class MemoryContext:
 
     async def call_provider(self, call: Callable[[], Awaitable[T]]) -> T:
         # No retries here; only the runner's contract that SDK errors become ProviderError.
+        self._check_nothing_deferred("the provider was called")
         try:
             return await call()
         except (anthropic.APIStatusError, openai.APIStatusError) as exc:
@@ -164,6 +179,7 @@ class MemoryContext:
         first = all(call.call_id != call_id for call in self.safety_calls)
         self.safety_calls.append(SafetyCall(call_id, _json(action), list(checks), _json(state)))
         self.states.append(_json(state))
+        self.deferred_pending = False
         if first:
             self.events.extend(
                 ("safety_check.pending", {"call_id": call_id, "code": c.code}) for c in checks

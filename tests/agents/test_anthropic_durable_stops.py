@@ -49,8 +49,11 @@ def suspend_at(ctx: MemoryContext, when: Callable[[Sequence[Event]], bool]) -> N
     then raises Suspended (as ServiceRunContext.checkpoint raises RunSuspended)."""
     commit = ctx.checkpoint
 
-    async def commit_then_suspend(state: dict[str, Any], events: Sequence[Event] = ()) -> None:
-        await commit(state, events)
+    async def commit_then_suspend(
+        state: dict[str, Any], events: Sequence[Event] = (), *, defer: bool = False
+    ) -> None:
+        # Draining, the service commits even a deferred checkpoint: one that suspends.
+        await commit(state, events, defer=defer and not when(events))
         if when(events):
             raise Suspended
 

@@ -149,8 +149,8 @@ async def test_repair_drops_a_call_that_never_started(
 
     real = ctx.checkpoint
 
-    async def checkpoint(state: dict[str, Any], events: Any = ()) -> None:
-        await real(state, events)
+    async def checkpoint(state: dict[str, Any], events: Any = (), *, defer: bool = False) -> None:
+        await real(state, events, defer=defer)
         if state["current_turn"] is not None:
             raise Crash("cancelled right after the model answered")
 
