@@ -21,7 +21,13 @@ from app.computers import build_computer
 from app.computers.browser import BrowserPool
 from app.computers.kernel_api import kernel_client
 from app.db import repositories as repo
-from app.db.engine import checkpoint_wal, create_engine, create_sessionmaker, migrate
+from app.db.engine import (
+    checkpoint_wal,
+    create_engine,
+    create_sessionmaker,
+    create_writer_engine,
+    migrate,
+)
 from app.events.broker import Broker
 from app.events.log import EventLog
 from app.settings import Settings
@@ -77,8 +83,14 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         await migrate(settings.database_url)
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
+        writer_engine = create_writer_engine(settings.database_url, engine)
         broker = Broker(settings.subscriber_queue_size)
-        event_log = EventLog(sessionmaker, broker, settings.event_batch_max)
+        event_log = EventLog(
+            sessionmaker,
+            broker,
+            settings.event_batch_max,
+            inline=None if writer_engine is engine else create_sessionmaker(writer_engine),
+        )
         event_log.start()
         browsers = BrowserPool.from_settings(settings)
         kernel = kernel_client(settings)  # one Kernel client (connection pool) per service
@@ -115,6 +127,8 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             with contextlib.suppress(asyncio.CancelledError):
                 await wal
             await loops.close()
+            if writer_engine is not engine:
+                await writer_engine.dispose()
             await engine.dispose()
 
     return lifespan

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,15 @@ from app.events.broker import Broker
 from app.events.types import EVENT_TYPES, StoredEvent
 
 log = logging.getLogger(__name__)
+
+# A batch of at most this many writes goes through the `inline` sessionmaker when
+# there is one (SQLite: statements on the loop's thread, no hop to a connection
+# thread per call). A larger batch means a busy service: its statements run on the
+# connection's thread, where SQLite's own work overlaps the loop's on another core.
+INLINE_MAX_WRITES = 8
+# The longest the writer runs between two turns of the event loop while it builds
+# a batch's transaction.
+SLICE_S = 0.005
 
 Apply = Callable[[AsyncSession], Awaitable[Any]]
 NewEvent = tuple[str, dict[str, Any]]
@@ -62,8 +72,13 @@ class EventLog:
         broker: Broker,
         batch_max: int = 512,
         wake_chunk: int = 8,
+        *,
+        inline: async_sessionmaker[AsyncSession] | None = None,
+        inline_max: int = INLINE_MAX_WRITES,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._inline = inline
+        self._inline_max = inline_max
         self._broker = broker
         self._batch_max = batch_max
         self._wake_chunk = max(1, wake_chunk)
@@ -155,10 +170,19 @@ class EventLog:
     async def _commit_batch(self, batch: list[_Write]) -> None:
         seqs = dict(self._last_seq)
         results: list[tuple[list[StoredEvent], Any]] = []
-        async with self._sessionmaker() as db, db.begin():
+        small = self._inline is not None and len(batch) <= self._inline_max
+        maker = self._inline if small and self._inline is not None else self._sessionmaker
+        async with maker() as db, db.begin():
             rows: list[dict[str, Any]] = []
             touched: set[str] = set()
+            sliced = time.perf_counter()
             for write in batch:
+                if time.perf_counter() - sliced > SLICE_S:
+                    # Hundreds of runs' checkpoints in one batch are tens of ms of work
+                    # (their states' JSON, statements that do not yield on SQLite):
+                    # let requests, streams and cancels in between.
+                    await asyncio.sleep(0)
+                    sliced = time.perf_counter()
                 applied = await write.apply(db) if write.apply is not None else None
                 stored: list[StoredEvent] = []
                 new_events = write.events(applied) if callable(write.events) else write.events
