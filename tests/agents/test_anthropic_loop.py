@@ -302,6 +302,9 @@ async def test_long_conversation_keeps_four_breakpoints_and_few_images(
     reads = [ctx.turns[n].usage["cache_read_input_tokens"] for n in range(turns + 1)]
     assert reads[0] == 0 and all(r > 0 for r in reads[1:])
     assert ctx.loads == 0  # every screenshot sent came from the loop's own cache
+    # Each reply and each action's result rides with the write that follows it
+    # (MemoryContext checks that no action or request came before that write).
+    assert ctx.deferred_count == 2 * turns + 1
 
 
 async def test_turn_retention_bounds_what_long_sessions_send(

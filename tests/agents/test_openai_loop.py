@@ -183,6 +183,10 @@ async def test_ga_batch_runs_in_order_and_stops_at_the_first_failure(
     # One screenshot for the call: the one after the failure.
     assert [r["screenshot"] is not None for r in results] == [False, True, False]
     assert [r["is_error"] for r in ctx.turns[0].results] == [False, True, True]
+    # Deferred, each to the write that follows it (MemoryContext checks that no
+    # action ran and no request went out before that write): both replies, the
+    # click's result inside the batch, the call's answer.
+    assert ctx.deferred_count == 4
 
 
 async def test_chaining_across_turns_and_into_a_follow_up_run(

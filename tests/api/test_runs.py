@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 from httpx_sse import aconnect_sse
 
@@ -386,3 +387,33 @@ async def test_last_action_executed_survives_a_restart(
         end = events[-1]
         assert end["type"] == "run.cancelled"
         assert end["data"]["last_action_executed"]["call_id"] == click["id"]
+
+
+async def test_a_step_is_two_writes(service: Service, strict_fake: FakeAnthropic) -> None:
+    """The model's reply rides with the intent to run its action, the action's result
+    with the next turn.started: a step costs two commits however long the run."""
+    log = service.services.log
+    writes: dict[str | None, int] = {}
+    transact = log.transact
+
+    async def counted(session_id: str, run_id: str | None, *args: Any, **kwargs: Any) -> Any:
+        writes[run_id] = writes.get(run_id, 0) + 1
+        return await transact(session_id, run_id, *args, **kwargs)
+
+    log.transact = counted  # type: ignore[method-assign]
+    runs = {}
+    for steps in (1, 5):
+        strict_fake.enqueue(
+            *[
+                tool_use_message(computer_call("left_click", coordinate=[10 + k, 20]))
+                for k in range(steps)
+            ],
+            text_message("Done."),
+        )
+        session = await create_session(service.client, task="Click")
+        events = await read_stream(service.client, session["id"], params={"until": "run_end"})
+        assert types(events)[-1] == "run.completed"
+        assert types(events).count("tool.result") == steps
+        runs[steps] = session["active_run_id"]
+    assert writes[runs[5]] - writes[runs[1]] == 2 * (5 - 1)
+    assert strict_fake.script_errors == []

@@ -1,13 +1,16 @@
 """ServiceRunContext's staged writes against the real database: a turn record and a
-screenshot ride with the run's next commit, and survive a write that fails."""
+screenshot ride with the run's next commit, and survive a write that fails; so
+does a deferred checkpoint, whose events go ahead of the next write's own."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.agents.base import TurnRecord
-from app.agents.context import ServiceRunContext, UsageTotals
+from app.agents.context import RunSuspended, ServiceRunContext, UsageTotals
 from app.agents.retry import RetryPolicy
 from app.agents.safety import SafetyGate
 from app.computers.base import Display, ShotImage
@@ -21,7 +24,9 @@ from tests.events.conftest import new_session
 PNG = ShotImage(b"\x89PNG not really", "image/png", 2, 2)
 
 
-async def context_for(log: EventLog, session_id: str) -> ServiceRunContext:
+async def context_for(
+    log: EventLog, session_id: str, should_suspend: Callable[[], bool] = lambda: False
+) -> ServiceRunContext:
     await new_session(log, session_id)
 
     async def add_run(db: AsyncSession) -> None:
@@ -36,7 +41,7 @@ async def context_for(log: EventLog, session_id: str) -> ServiceRunContext:
         log._sessionmaker,
         RetryPolicy(),
         {},
-        lambda: False,
+        should_suspend,
         SafetyGate(),
         60.0,
         totals=UsageTotals({}, 0, {}),
@@ -81,3 +86,91 @@ async def test_staged_writes_commit_with_the_next_write_and_survive_a_failed_one
         assert run is not None and run.turns == 1 and run.usage["output_tokens"] == 7
         session = await repo.get_session(db, "ses_ctx")
         assert session is not None and session.agent_state == {"messages": []}
+
+
+async def logged(
+    sessionmaker: async_sessionmaker[AsyncSession], session_id: str
+) -> list[tuple[int, str]]:
+    async with sessionmaker() as db:
+        events = await repo.list_events(db, session_id, 0, 100)
+    return [(e.seq, e.type) for e in events if e.run_id == "run_1"]
+
+
+async def agent_state(sessionmaker: async_sessionmaker[AsyncSession], session_id: str) -> object:
+    async with sessionmaker() as db:
+        session = await repo.get_session(db, session_id)
+    assert session is not None
+    return session.agent_state
+
+
+async def test_a_deferred_checkpoint_commits_ahead_of_the_next_write_in_its_transaction(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    ctx = await context_for(event_log, "ses_defer")
+    subscription = event_log.broker.subscribe("ses_defer")
+    reply = {"messages": ["reply"]}
+    await ctx.checkpoint(reply, [("assistant.message", {"text": "hi"})], defer=True)
+    assert ctx.deferred
+    assert await logged(sessionmaker, "ses_defer") == []  # nothing written yet
+    assert await agent_state(sessionmaker, "ses_defer") == {}
+    assert ctx.state == {}  # the context reports what is committed
+    assert subscription.queue.empty()
+
+    intent = {"messages": ["reply"], "in_flight": {"call_id": "c1"}}
+    await ctx.checkpoint(intent, [("tool.call", {"call_id": "c1", "action": {"type": "x"}})])
+    assert not ctx.deferred
+    committed = await logged(sessionmaker, "ses_defer")
+    assert [t for _, t in committed] == ["assistant.message", "tool.call"]
+    assert committed[1][0] == committed[0][0] + 1
+    assert await agent_state(sessionmaker, "ses_defer") == intent  # the newer state wins
+    assert ctx.state == intent
+    published = [subscription.queue.get_nowait() for _ in range(subscription.queue.qsize())]
+    assert [(e.seq, e.type) for e in published if e is not None] == committed
+
+
+async def test_a_deferred_checkpoint_survives_a_failed_write_and_flush_commits_it(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    ctx = await context_for(event_log, "ses_flush")
+    result = {"messages": ["result"]}
+    await ctx.checkpoint(result, [("tool.result", {"call_id": "c1"})], defer=True)
+    with pytest.raises(ValueError):  # a write that commits nothing
+        await ctx.emit("no.such.type", {})
+    assert ctx.deferred and await logged(sessionmaker, "ses_flush") == []
+    await ctx.flush()
+    assert not ctx.deferred
+    assert [t for _, t in await logged(sessionmaker, "ses_flush")] == ["tool.result"]
+    assert await agent_state(sessionmaker, "ses_flush") == result
+    assert ctx.state == result
+    assert ctx.last_action_executed is None  # the result was observed, the call never seen
+    await ctx.flush()  # nothing deferred: no write
+    assert len(await logged(sessionmaker, "ses_flush")) == 1
+
+
+async def test_take_staged_drops_a_deferred_checkpoint_left_pending(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    ctx = await context_for(event_log, "ses_drop")
+    await ctx.record_turn(turn(0, 3))
+    await ctx.checkpoint({"messages": ["late"]}, [("assistant.message", {})], defer=True)
+    staged = ctx.take_staged()
+    assert staged is not None and not ctx.deferred
+    await event_log.append("ses_drop", "run_1", [("run.completed", {})], staged)
+    assert [t for _, t in await logged(sessionmaker, "ses_drop")] == ["run.completed"]
+    assert await agent_state(sessionmaker, "ses_drop") == {}  # the last committed state
+    async with sessionmaker() as db:
+        assert len(await repo.list_turns(db, "ses_drop", "run_1", None, 10)) == 1
+
+
+async def test_a_deferred_checkpoint_commits_at_once_when_the_service_drains(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    draining = False
+    ctx = await context_for(event_log, "ses_drain", lambda: draining)
+    await ctx.checkpoint({"step": 1}, [("tool.result", {"call_id": "c1"})], defer=True)
+    draining = True
+    with pytest.raises(RunSuspended):
+        await ctx.checkpoint({"step": 2}, [("tool.result", {"call_id": "c2"})], defer=True)
+    assert not ctx.deferred
+    assert [t for _, t in await logged(sessionmaker, "ses_drain")] == ["tool.result"] * 2
+    assert await agent_state(sessionmaker, "ses_drain") == {"step": 2}
