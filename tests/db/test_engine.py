@@ -1,14 +1,30 @@
-"""The SQLite engine's background WAL checkpoints (engine.checkpoint_wal)."""
+"""The SQLite engine's background WAL checkpoints (engine.checkpoint_wal), and the
+event log writer's engine (create_writer_engine)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
-from app.db.engine import checkpoint_wal, create_engine
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db import repositories as repo
+from app.db.engine import (
+    WRITER_WAL_AUTOCHECKPOINT_PAGES,
+    checkpoint_wal,
+    create_engine,
+    create_sessionmaker,
+    create_writer_engine,
+    migrate,
+)
+from app.events.broker import Broker
+from app.events.log import EventLog
+from tests.events.conftest import new_session
 
 
 async def test_checkpoints_move_committed_rows_into_the_database_file(tmp_path: Path) -> None:
@@ -50,3 +66,60 @@ async def test_nothing_to_do_for_an_in_memory_database() -> None:
         await asyncio.wait_for(checkpoint_wal(engine, every_s=0.01), 1)  # returns at once
     finally:
         await engine.dispose()
+
+
+def thread_ids(engine: AsyncEngine) -> None:
+    """SQL function tid(): the id of the thread that runs the statement."""
+    event.listen(
+        engine.sync_engine,
+        "connect",
+        lambda dbapi_connection, _record: dbapi_connection.create_function(
+            "tid", 0, threading.get_ident
+        ),
+    )
+
+
+async def test_the_writer_runs_small_batches_on_the_loops_thread_and_large_ones_off_it(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'writer.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    writer = create_writer_engine(url, engine)
+    assert writer is not engine
+    for each in (engine, writer):
+        thread_ids(each)
+    log = EventLog(
+        create_sessionmaker(engine), Broker(), inline=create_sessionmaker(writer), inline_max=2
+    )
+    log.start()
+    try:
+        async with writer.connect() as connection:
+            pages = await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")
+            assert pages.scalar() == WRITER_WAL_AUTOCHECKPOINT_PAGES  # left to checkpoint_wal
+
+        async def where(db: AsyncSession) -> int:
+            return int(await db.scalar(text("SELECT tid()")))
+
+        await new_session(log, "ses_w")
+        _, alone = await log.transact("ses_w", None, [("assistant.message", {})], where)
+        assert alone == threading.get_ident()
+        many = await asyncio.gather(*(log.transact("ses_w", None, (), where) for _ in range(6)))
+        threads = [thread for _, thread in many]
+        assert threading.get_ident() not in threads[1:]  # the batch after the first
+        async with create_sessionmaker(engine)() as db:
+            seqs = [e.seq for e in await repo.list_events(db, "ses_w", 0, 10)]
+        assert seqs == [1, 2]
+    finally:
+        await log.stop()
+        await writer.dispose()
+        await engine.dispose()
+
+
+async def test_other_databases_write_through_the_main_engine() -> None:
+    for url in ("sqlite+aiosqlite://", "postgresql+asyncpg://postgres@127.0.0.1:5432/none"):
+        engine = create_engine(url)
+        try:
+            assert create_writer_engine(url, engine) is engine
+        finally:
+            await engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.db import repositories as repo
+from app.db.models import utcnow
 from app.events.log import EventLog
 from app.events.sse import StreamRequest, sse_frame, stream_batches
 from tests.events.conftest import new_session
@@ -63,6 +64,43 @@ async def test_a_failing_write_fails_alone_and_gives_its_seq_back(
     async with sessionmaker() as db:
         events = await repo.list_events(db, "ses_x", 0, 10)
     assert [e.data.get("n") for e in events[1:]] == [1, 3]
+
+
+async def test_a_batch_of_events_alone_is_atomic_when_another_writer_took_its_seq(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Events without a state change commit as one statement (no transaction on
+    Postgres): a conflict fails all of it, and each append then lands after the
+    seq the other writer took."""
+    await new_session(event_log, "ses_race")
+    await event_log.append("ses_race", None, [("assistant.message", {"n": 1})])
+    async with sessionmaker() as db, db.begin():  # another process's write
+        await repo.insert_events(
+            db,
+            [
+                {
+                    "session_id": "ses_race",
+                    "seq": 3,
+                    "run_id": None,
+                    "type": "assistant.message",
+                    "data": {"n": "other"},
+                    "created_at": utcnow(),
+                }
+            ],
+        )
+    appended = await asyncio.gather(
+        *(event_log.append("ses_race", None, [("assistant.message", {"n": n})]) for n in (2, 3))
+    )
+    assert [stored[0].seq for stored in appended] == [4, 5]
+    async with sessionmaker() as db:
+        events = await repo.list_events(db, "ses_race", 0, 10)
+    assert [(e.seq, e.data.get("n")) for e in events] == [
+        (1, None),
+        (2, 1),
+        (3, "other"),
+        (4, 2),
+        (5, 3),
+    ]
 
 
 async def test_unknown_event_type_is_refused(event_log: EventLog) -> None:
