@@ -22,6 +22,7 @@ runner flushes what is deferred before it ends or leaves a run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -217,9 +218,10 @@ class ServiceRunContext:
         try:
             result = await asyncio.shield(task)
         except asyncio.CancelledError:
-            try:
-                await task
-            except Exception:  # a failed write committed nothing
+            while not task.done():  # a second cancel must not skip the bookkeeping
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
+            if task.exception() is not None:  # a failed write committed nothing
                 self._restore(taken, deferred_state, deferred, commits)
             else:
                 for remember in done:

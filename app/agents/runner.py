@@ -337,13 +337,14 @@ class Runner:
         assert inner is not None
         session_id, run_id = ctx.config.session_id, ctx.config.run_id
         reason = active.cancel_reason
+        unflushed: Exception | None = None
         if ctx.deferred:
             # The loop's last checkpoint (a model reply, an action's result) was left for
             # its next write, which never came: commit it before anything reads ctx.state.
             try:
                 await ctx.flush()
-            except Exception as error:  # the run ends from its last committed state
-                log.warning("run %s: committing the last checkpoint failed: %r", run_id, error)
+            except Exception as error:  # the run fails from its last committed state
+                unflushed = error
         # The loop's staged writes (its last turn record) go into the run's final commit.
         # A run left for shutdown drops them: nothing committed refers to them, and a
         # resumed run records its current turn again from the checkpointed state.
@@ -380,6 +381,8 @@ class Runner:
                 )
             return
         exc = inner.exception()
+        if unflushed is not None and not isinstance(exc, RunSuspended):
+            exc = unflushed  # what the loop ended on was not committed
         if exc is None:
             outcome = inner.result()
             await finish(

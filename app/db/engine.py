@@ -86,14 +86,22 @@ def create_writer_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
     waits for a lock (it is the only writer; readers do not block it in WAL mode;
     checkpoints are PASSIVE), so a statement holds the loop for microseconds.
     Other databases (and an in-memory SQLite, which has one connection): `engine`."""
-    if engine.dialect.name != "sqlite" or _is_memory_database(engine.url):
+    parsed = async_url(url)
+    database = parsed.database or ""
+    if (
+        engine.dialect.name != "sqlite"
+        or _is_memory_database(engine.url)
+        or database.startswith("file:")  # URI options the plain path would not carry
+        or parsed.query
+    ):
         return engine
-    database = async_url(url).database or ""
 
     def connect() -> aiosqlite.Connection:
-        return InlineSqliteConnection(
+        connection = InlineSqliteConnection(
             partial(sqlite3.connect, database, check_same_thread=False), iter_chunk_size=64
         )
+        connection._thread.daemon = True  # as SQLAlchemy marks the threads it starts
+        return connection
 
     writer = create_async_engine(
         async_url(url),
@@ -166,8 +174,21 @@ def _set_sqlite_writer_pragmas(dbapi_connection: Any, connection_record: Any) ->
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_WAL_AUTOCHECKPOINT_PAGES}")
+        # Never wait for a lock on the loop's thread: another process holding the
+        # write lock makes the statement fail at once, and the event log does the
+        # batch again on the threaded connection, which waits (busy_timeout).
+        cursor.execute("PRAGMA busy_timeout=0")
     finally:
         cursor.close()
+
+
+def is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether `exc` (SQLAlchemy's wrapper or the driver's) is SQLite's "database is locked"."""
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.OperationalError) and (
+        getattr(orig, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED")
+        or "database is locked" in str(orig)
+    )
 
 
 WAL_CHECKPOINT_EVERY_S = 1.0

@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repositories as repo
+from app.db.engine import is_sqlite_busy
 from app.db.models import utcnow
 from app.events.broker import Broker
 from app.events.types import EVENT_TYPES, StoredEvent
@@ -168,10 +170,20 @@ class EventLog:
                     self._queue.task_done()
 
     async def _commit_batch(self, batch: list[_Write]) -> None:
+        if self._inline is not None and len(batch) <= self._inline_max:
+            try:
+                return await self._commit_with(self._inline, batch)
+            except OperationalError as exc:
+                if not is_sqlite_busy(exc):
+                    raise
+                # Another process holds SQLite's write lock: wait for it off the loop.
+        await self._commit_with(self._sessionmaker, batch)
+
+    async def _commit_with(
+        self, maker: async_sessionmaker[AsyncSession], batch: list[_Write]
+    ) -> None:
         seqs = dict(self._last_seq)
         results: list[tuple[list[StoredEvent], Any]] = []
-        small = self._inline is not None and len(batch) <= self._inline_max
-        maker = self._inline if small and self._inline is not None else self._sessionmaker
         async with maker() as db, db.begin():
             if self._only_inserts(batch, db):
                 # One multi-row INSERT is atomic on its own: no BEGIN and no COMMIT,

@@ -123,3 +123,44 @@ async def test_other_databases_write_through_the_main_engine() -> None:
             assert create_writer_engine(url, engine) is engine
         finally:
             await engine.dispose()
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loops_thread(
+    tmp_path: Path,
+) -> None:
+    """Another process holding SQLite's write lock: the inline writer does not wait
+    on the loop's thread (busy_timeout 0); the batch goes to the threaded engine,
+    which waits, and the loop keeps running meanwhile."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    writer = create_writer_engine(url, engine)
+    log = EventLog(create_sessionmaker(engine), Broker(), inline=create_sessionmaker(writer))
+    log.start()
+    other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    try:
+        await new_session(log, "ses_l")
+        async with writer.connect() as connection:
+            timeout = await connection.exec_driver_sql("PRAGMA busy_timeout")
+            assert timeout.scalar() == 0  # the inline connection fails at once
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as another process would hold it
+        append = asyncio.create_task(log.append("ses_l", None, [("assistant.message", {})]))
+        await asyncio.sleep(0.3)  # the loop runs while the append waits for the lock
+        assert not append.done()
+        other.execute("COMMIT")
+        stored = await asyncio.wait_for(append, 10)
+        assert [e.seq for e in stored] == [2]  # failed at once inline, then waited
+    finally:
+        other.close()
+        await log.stop()
+        await writer.dispose()
+        await engine.dispose()
+
+
+async def test_uri_databases_write_through_the_main_engine(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///file:{tmp_path / 'uri.db'}?mode=rwc&uri=true"
+    engine = create_engine(url)
+    try:
+        assert create_writer_engine(url, engine) is engine
+    finally:
+        await engine.dispose()

@@ -4,6 +4,7 @@ does a deferred checkpoint, whose events go ahead of the next write's own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -174,3 +175,23 @@ async def test_a_deferred_checkpoint_commits_at_once_when_the_service_drains(
     assert not ctx.deferred
     assert [t for _, t in await logged(sessionmaker, "ses_drain")] == ["tool.result"] * 2
     assert await agent_state(sessionmaker, "ses_drain") == {"step": 2}
+
+
+async def test_a_second_cancel_during_a_write_still_records_what_it_committed(
+    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    ctx = await context_for(event_log, "ses_cancel")
+    reply = {"messages": ["reply"]}
+    await ctx.checkpoint(reply, [("assistant.message", {"text": "hi"})], defer=True)
+    write = asyncio.create_task(ctx.emit("turn.started", {"turn": 1}))
+    await asyncio.sleep(0)  # the write is queued
+    write.cancel()
+    await asyncio.sleep(0)
+    write.cancel()  # again, while the first cancel waits for the commit
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert [t for _, t in await logged(sessionmaker, "ses_cancel")] == [
+        "assistant.message",
+        "turn.started",
+    ]
+    assert ctx.state == reply and not ctx.deferred  # the context saw the commit
