@@ -82,9 +82,12 @@ def create_writer_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
     connection thread: a step's commit is a dozen DBAPI calls (cursor, execute,
     fetch, close for each statement, then COMMIT), each a hop to aiosqlite's
     thread and back through the loop, which cost more than the SQL. A small
-    write in WAL mode with synchronous=NORMAL does no fsync, and the writer never
-    waits for a lock (it is the only writer; readers do not block it in WAL mode;
-    checkpoints are PASSIVE), so a statement holds the loop for microseconds.
+    write in WAL mode with synchronous=NORMAL does no fsync, and the writer does
+    not wait for locks (it is the only writer; readers do not block it in WAL
+    mode; checkpoints are PASSIVE), so a statement holds the loop for
+    microseconds. Should another process hold the write lock, busy_timeout=0
+    makes the statement fail at once and the event log redoes the batch on
+    `engine`'s threaded connection, which waits.
     Other databases (and an in-memory SQLite, which has one connection): `engine`."""
     parsed = async_url(url)
     database = parsed.database or ""
