@@ -24,8 +24,8 @@ from app.db import repositories as repo
 from app.db.engine import (
     checkpoint_wal,
     create_engine,
+    create_inline_writer_engine,
     create_sessionmaker,
-    create_writer_engine,
     migrate,
 )
 from app.events.broker import Broker
@@ -83,13 +83,13 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         await migrate(settings.database_url)
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
-        writer_engine = create_writer_engine(settings.database_url, engine)
+        inline_engine = create_inline_writer_engine(settings.database_url)
         broker = Broker(settings.subscriber_queue_size)
         event_log = EventLog(
             sessionmaker,
             broker,
             settings.event_batch_max,
-            inline=None if writer_engine is engine else create_sessionmaker(writer_engine),
+            inline=None if inline_engine is None else create_sessionmaker(inline_engine),
         )
         event_log.start()
         browsers = BrowserPool.from_settings(settings)
@@ -127,8 +127,8 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             with contextlib.suppress(asyncio.CancelledError):
                 await wal
             await loops.close()
-            if writer_engine is not engine:
-                await writer_engine.dispose()
+            if inline_engine is not None:
+                await inline_engine.dispose()
             await engine.dispose()
 
     return lifespan

@@ -73,11 +73,9 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(parsed)
 
 
-def create_writer_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
-    """The engine of the event log's writer, the only task that writes (`engine`
-    serves everything else).
-
-    For a SQLite file, one connection whose statements run on the event loop's
+def create_inline_writer_engine(url: str) -> AsyncEngine | None:
+    """For a SQLite file, an engine for the event log's writer (the only task that
+    writes) with one connection whose statements run on the event loop's
     thread (`InlineSqliteConnection`) instead of a round trip each to a
     connection thread: a step's commit is a dozen DBAPI calls (cursor, execute,
     fetch, close for each statement, then COMMIT), each a hop to aiosqlite's
@@ -86,18 +84,19 @@ def create_writer_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
     not wait for locks (it is the only writer; readers do not block it in WAL
     mode; checkpoints are PASSIVE), so a statement holds the loop for
     microseconds. Should another process hold the write lock, busy_timeout=0
-    makes the statement fail at once and the event log redoes the batch on
-    `engine`'s threaded connection, which waits.
-    Other databases (and an in-memory SQLite, which has one connection): `engine`."""
+    makes the statement fail at once and the event log redoes the batch on the
+    main engine's threaded connection, which waits.
+    None for other databases, an in-memory SQLite (one connection) and URI
+    options the plain path would not carry: the writer uses the main engine."""
     parsed = async_url(url)
     database = parsed.database or ""
     if (
-        engine.dialect.name != "sqlite"
-        or _is_memory_database(engine.url)
-        or database.startswith("file:")  # URI options the plain path would not carry
+        parsed.get_backend_name() != "sqlite"
+        or _is_memory_database(parsed)
+        or database.startswith("file:")
         or parsed.query
     ):
-        return engine
+        return None
 
     def connect() -> aiosqlite.Connection:
         connection = InlineSqliteConnection(
@@ -107,7 +106,7 @@ def create_writer_engine(url: str, engine: AsyncEngine) -> AsyncEngine:
         return connection
 
     writer = create_async_engine(
-        async_url(url),
+        parsed,
         async_creator=connect,
         pool_size=1,
         max_overflow=0,

@@ -1,5 +1,5 @@
 """The SQLite engine's background WAL checkpoints (engine.checkpoint_wal), and the
-event log writer's engine (create_writer_engine)."""
+event log writer's inline SQLite engine (create_inline_writer_engine)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from app.db.engine import (
     WRITER_WAL_AUTOCHECKPOINT_PAGES,
     checkpoint_wal,
     create_engine,
+    create_inline_writer_engine,
     create_sessionmaker,
-    create_writer_engine,
     migrate,
 )
 from app.events.broker import Broker
@@ -85,8 +85,8 @@ async def test_the_writer_runs_small_batches_on_the_loops_thread_and_large_ones_
     url = f"sqlite+aiosqlite:///{tmp_path / 'writer.db'}"
     await migrate(url)
     engine = create_engine(url)
-    writer = create_writer_engine(url, engine)
-    assert writer is not engine
+    writer = create_inline_writer_engine(url)
+    assert writer is not None
     for each in (engine, writer):
         thread_ids(each)
     log = EventLog(
@@ -116,13 +116,9 @@ async def test_the_writer_runs_small_batches_on_the_loops_thread_and_large_ones_
         await engine.dispose()
 
 
-async def test_other_databases_write_through_the_main_engine() -> None:
+def test_other_databases_write_through_the_main_engine() -> None:
     for url in ("sqlite+aiosqlite://", "postgresql+asyncpg://postgres@127.0.0.1:5432/none"):
-        engine = create_engine(url)
-        try:
-            assert create_writer_engine(url, engine) is engine
-        finally:
-            await engine.dispose()
+        assert create_inline_writer_engine(url) is None
 
 
 async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loops_thread(
@@ -134,7 +130,8 @@ async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loops_thread(
     url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
     await migrate(url)
     engine = create_engine(url)
-    writer = create_writer_engine(url, engine)
+    writer = create_inline_writer_engine(url)
+    assert writer is not None
     log = EventLog(create_sessionmaker(engine), Broker(), inline=create_sessionmaker(writer))
     log.start()
     other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
@@ -157,10 +154,6 @@ async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loops_thread(
         await engine.dispose()
 
 
-async def test_uri_databases_write_through_the_main_engine(tmp_path: Path) -> None:
+def test_uri_databases_write_through_the_main_engine(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///file:{tmp_path / 'uri.db'}?mode=rwc&uri=true"
-    engine = create_engine(url)
-    try:
-        assert create_writer_engine(url, engine) is engine
-    finally:
-        await engine.dispose()
+    assert create_inline_writer_engine(url) is None
