@@ -290,7 +290,7 @@ class Proc:
     pid: int
     ppid: int
     cmdline: str  # arguments joined by spaces (Chromium's helpers rewrite theirs that way)
-    exe: str | None
+    exe: str
 
 
 def processes() -> dict[int, Proc]:
@@ -305,10 +305,9 @@ def processes() -> dict[int, Proc]:
                 state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            try:
-                exe: str | None = os.readlink(f"/proc/{name}/exe")
-            except OSError:
-                exe = None
+            # Unreadable for a process already tearing down its memory (a Chromium
+            # helper exiting at that moment): it too exited while we looked.
+            exe = os.readlink(f"/proc/{name}/exe")
         except (OSError, ValueError):
             continue  # it exited while we looked
         if state != "Z":
@@ -433,7 +432,9 @@ async def test_closed_sessions_and_a_stopped_service_leave_no_browser_behind(
         assert "run-driver" in procs[driver].cmdline  # Playwright's driver launched it
         ours = tree(procs, root)
         assert renderers(procs, ours)  # the sessions' pages live in this tree
-        assert all(procs[pid].exe == chromium for pid in ours)
+        assert all(procs[pid].exe == chromium for pid in ours), {
+            pid: (procs[pid].exe, procs[pid].cmdline[:120]) for pid in ours
+        }
         # Every process using this profile belongs to the one tree.
         assert {p.pid for p in procs.values() if f"--user-data-dir={profile}" in p.cmdline} <= ours
 
