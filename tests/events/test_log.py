@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from app.db import repositories as repo
+from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import utcnow
-from app.events.log import EventLog
+from app.events.log import Apply, EventLog
 from app.events.sse import StreamRequest, sse_frame, stream_batches
+from app.events.types import StoredEvent
 from tests.events.conftest import new_session
 
 
@@ -108,16 +111,49 @@ async def test_unknown_event_type_is_refused(event_log: EventLog) -> None:
         await event_log.append("ses_none", None, [("not.a.type", {})])
 
 
+async def _touch_nothing(db: AsyncSession) -> None:
+    pass
+
+
+@pytest.mark.parametrize("apply", [None, _touch_nothing], ids=["events-only", "with-apply"])
 async def test_published_events_are_already_committed(
-    event_log: EventLog, sessionmaker: async_sessionmaker[AsyncSession]
+    event_log: EventLog, clean_db: str, apply: Apply | None
 ) -> None:
+    """At the very moment a subscriber is handed an event, another connection can read
+    it: the subscriber's `offer` (called synchronously by publish) blocks the loop while
+    a thread with its own engine queries the database. Both write paths: events alone
+    (one autocommitted INSERT on Postgres) and events with a state change (a transaction)."""
     await new_session(event_log, "ses_c1")
     sub = event_log.broker.subscribe("ses_c1")
+    seen_at_receipt: list[tuple[int, list[int]]] = []
+    offer = sub.offer
+
+    def seqs_from_another_connection() -> list[int]:
+        async def read() -> list[int]:
+            engine = create_engine(clean_db)
+            try:
+                return await seqs_in_db(create_sessionmaker(engine), "ses_c1")
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(read())
+
+    def offer_and_look(event: StoredEvent) -> None:
+        with ThreadPoolExecutor(1) as pool:
+            seen_at_receipt.append((event.seq, pool.submit(seqs_from_another_connection).result()))
+        offer(event)
+
+    sub.offer = offer_and_look  # type: ignore[method-assign]
     try:
-        await event_log.append("ses_c1", None, [("assistant.message", {"x": 1})])
-        event = await sub.get(2)
-        assert event is not None
-        assert event.seq in await seqs_in_db(sessionmaker, "ses_c1")
+        await event_log.append(
+            "ses_c1",
+            None,
+            [("assistant.message", {"x": 1}), ("assistant.message", {"x": 2})],
+            apply,
+        )
+        received = [await sub.get(2), await sub.get(2)]
+        assert [event.seq for event in received if event is not None] == [2, 3]
+        assert seen_at_receipt == [(2, [1, 2, 3]), (3, [1, 2, 3])]
     finally:
         sub.unsubscribe()
 
