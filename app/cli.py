@@ -14,6 +14,7 @@ from types import FrameType
 from pydantic import ValidationError
 
 from app.db.engine import migrate
+from app.db.process_lock import ProcessLockError, acquire_sqlite_lock
 from app.settings import Settings, get_settings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -55,6 +56,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if problem is not None:
         print(f"agent-sessions: error: {problem}", file=sys.stderr)
         return 2
+    # SQLite serves one process (SPEC v2.1): before anything opens the database, take
+    # its lock, held until this process ends (the kernel drops it even on SIGKILL).
+    try:
+        sqlite_lock = acquire_sqlite_lock(settings.database_url)
+    except ProcessLockError as exc:
+        print(f"agent-sessions: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run_server(args, settings)
+    finally:
+        if sqlite_lock is not None:
+            sqlite_lock.release()
+
+
+def _run_server(args: argparse.Namespace, settings: Settings) -> int:
     _migrate(settings)
 
     import uvicorn  # imported here so `migrate` does not pay for it

@@ -25,19 +25,20 @@ async def healthz() -> schemas.Health:
     summary="Readiness: database reachable and migrations applied",
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
+    replica = services.settings.replica_id
+
+    def unavailable(detail: str) -> JSONResponse:
+        body = {"status": "unavailable", "replica": replica, "detail": detail}
+        return JSONResponse(body, status_code=503)
+
     if services.shutting_down:
-        return JSONResponse({"status": "unavailable", "detail": "shutting down"}, status_code=503)
+        return unavailable("shutting down")
     try:
         async with services.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         current = await migrations_current(services.engine)
     except Exception as exc:
-        return JSONResponse(
-            {"status": "unavailable", "detail": f"database unreachable: {type(exc).__name__}"},
-            status_code=503,
-        )
+        return unavailable(f"database unreachable: {type(exc).__name__}")
     if not current:
-        return JSONResponse(
-            {"status": "unavailable", "detail": "migrations not applied"}, status_code=503
-        )
-    return JSONResponse({"status": "ok", "detail": None})
+        return unavailable("migrations not applied")
+    return JSONResponse({"status": "ok", "replica": replica, "detail": None})

@@ -264,3 +264,7 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+    replica: str | None = Field(
+        default=None,
+        description="/readyz: the id of the replica that answered (REPLICA_ID); null on /healthz.",
+    )

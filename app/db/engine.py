@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -232,13 +233,49 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+# The key of the Postgres advisory lock that serializes `migrate` across processes:
+# the first 8 bytes of sha256(b"agent-sessions:migrate"), as a signed 64-bit integer.
+MIGRATION_LOCK_KEY = -8809526518097545158
+
+
 async def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest revision (`alembic upgrade head`)."""
+    """Bring the database at `url` to the newest revision (`alembic upgrade head`).
+
+    On Postgres, replicas that start together migrate one at a time: each holds a
+    session-level advisory lock (`MIGRATION_LOCK_KEY`) on a connection of its own
+    around the upgrade, so the first applies the migrations and the others wait,
+    then find the database current. Postgres drops the lock with the connection
+    should the process die. SQLite needs none (one process per database)."""
     engine = create_engine(url)
     try:
-        await upgrade(engine)
+        if engine.dialect.name == "postgresql":
+            async with _migration_lock(engine):
+                await upgrade(engine)
+        else:
+            await upgrade(engine)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _migration_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    # Autocommit: the lock belongs to the session, so this connection needs no
+    # transaction, and an idle one open for the whole wait could be timed out.
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        key = {"key": MIGRATION_LOCK_KEY}
+        if not (await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), key)).scalar():
+            log.info("another process is migrating the database; waiting for it")
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+        try:
+            yield
+        finally:
+            try:
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            except Exception:
+                # Closing the connection releases the lock: never pool it still held.
+                log.warning("could not release the migration lock; closing its connection")
+                await connection.invalidate()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
