@@ -28,8 +28,15 @@ pytestmark = pytest.mark.browser
 
 
 class _SlowPage(BaseHTTPRequestHandler):
+    # How many times a browser has asked for /slow: the proof that it is loading it.
+    slow_requests = 0
+    _lock = threading.Lock()
+
     def do_GET(self) -> None:
-        time.sleep(5 if self.path.startswith("/slow") else 0)
+        if self.path.startswith("/slow"):
+            with _SlowPage._lock:
+                _SlowPage.slow_requests += 1
+            time.sleep(5)
         body = b"<html><body><button>ok</button></body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -56,9 +63,15 @@ async def test_cancel_during_a_slow_browser_start(
     service: Service, anthropic_fake: FakeAnthropic, pages: str
 ) -> None:
     computer = {"type": "browser", "start_url": f"{pages}/slow"}
+    before = _SlowPage.slow_requests
     session = await create_session(service.client, task="open it", computer=computer)
     sid, rid = session["id"], session["active_run_id"]
-    await asyncio.sleep(0.5)  # the browser is loading the slow start page
+    # Cancel only once the browser is loading the slow start page: a cancel of a run
+    # that never got that far must not pass for one during the browser's start.
+    deadline = time.monotonic() + 10
+    while _SlowPage.slow_requests == before:
+        assert time.monotonic() < deadline, "the browser never asked for the start page"
+        await asyncio.sleep(0.01)
     started = time.monotonic()
     response = await service.client.post(f"/v1/sessions/{sid}/runs/{rid}/cancel")
     elapsed = time.monotonic() - started

@@ -14,7 +14,6 @@ out (through the service's OPENAI_BASE_URL) to the strict fake Responses API.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from app.computers.base import Click
+from app.computers.browser import BrowserComputer
 from app.computers.scaling import png_size
 from app.settings import Settings
 from tests.api.helpers import (
@@ -181,6 +181,19 @@ def screenshot_size(output: dict[str, Any]) -> tuple[int, int]:
     prefix = "data:image/png;base64,"
     assert screenshot["image_url"].startswith(prefix)
     return png_size(base64.b64decode(screenshot["image_url"].removeprefix(prefix)))
+
+
+async def reports_to_marker(service: Service, sid: str, page: Page) -> list[dict[str, Any]]:
+    """Every report of the session's page up to a marker it reports now, through the
+    session's own browser: whatever the page did before this call is among them."""
+    browser = service.services.computers.get(sid)
+    assert isinstance(browser, BrowserComputer)
+    marker = await browser.page.evaluate("() => { report({type: 'marker'}); return seq; }")
+    # Reports are numbered: all of 1..marker are in, whatever order they arrived in.
+    reports = await page.wait_for(
+        lambda got: [r["seq"] for r in got[:marker]] == [*range(1, marker + 1)]
+    )
+    return reports[:marker]
 
 
 def near(got: tuple[int, int], want: tuple[int, int]) -> bool:
@@ -351,14 +364,16 @@ async def test_a_click_outside_allowed_domains_waits_then_reaches_the_page(
     assert check["code"] == "domain_not_allowed" and "127.0.0.1" in check["message"]
     assert check["provider_check_id"] is None and check["call_id"] == click["call_id"]
     assert check["action"]["type"] == "click"
-    await asyncio.sleep(0.2)  # a click that slipped through would have been reported by now
-    assert page.reports("click") == []
+    # The run waits: a click that ran before the wait did so before this marker.
+    waiting = await reports_to_marker(service, sid, page)
+    assert [r for r in waiting if r["type"] == "click"] == []
 
     ack = await service.client.post(f"/v1/sessions/{sid}/safety-checks/{check['id']}/acknowledge")
     assert ack.status_code == 200
     run = await wait_for_run(service.client, sid, rid)
     assert run["status"] == "completed" and run["output"] == "Clicked.", run
-    reports = await page.wait_for(lambda got: any(r["type"] == "click" for r in got))
+    # Exactly one click in all, so after the first marker: once acknowledged.
+    reports = await reports_to_marker(service, sid, page)
     assert [(r["target"], r["x"], r["y"]) for r in reports if r["type"] == "click"] == [
         ("send", *SEND_CENTER)
     ]

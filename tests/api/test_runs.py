@@ -142,22 +142,29 @@ async def test_cancel_during_a_long_model_call_reaches_every_subscriber_fast(
     sid, rid = session["id"], session["active_run_id"]
     await wait_for_event(service.client, sid, "turn.started")
     await strict_fake.wait_for_requests(1)
+    # Each subscriber replays just the latest event: once it has that, its replay (one
+    # read of the database) is over, and whatever is committed later reaches it live.
+    latest = (await service.client.get(f"/v1/sessions/{sid}")).json()["last_event_seq"]
+    attached = [asyncio.Event() for _ in range(3)]
     subscribers = [
-        asyncio.create_task(read_stream(service.client, sid, stop_at="run.cancelled"))
-        for _ in range(3)
+        asyncio.create_task(_until_cancelled(service, sid, latest - 1, replayed))
+        for replayed in attached
     ]
-    await asyncio.sleep(0.3)  # let them attach
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(replayed.wait() for replayed in attached))
     started = time.monotonic()
     response = await service.client.post(f"/v1/sessions/{sid}/runs/{rid}/cancel")
     streams = await asyncio.gather(*subscribers)
     elapsed = time.monotonic() - started
     assert response.status_code == 202 and response.json()["status"] == "cancelled"
-    assert elapsed < 1.0, f"cancel took {elapsed:.3f}s"
     for events in streams:
+        assert events[0]["seq"] == latest  # where the replay started
+        assert types(events)[-1] == "run.cancelled", f"not delivered live: {types(events)}"
+        assert_gapless(events, start=latest)
         cancelled = events[-1]
-        assert cancelled["type"] == "run.cancelled"
         assert cancelled["data"]["stop_reason"] == "cancelled"
         assert cancelled["data"]["last_action_executed"] is None
+    assert elapsed < 1.0, f"cancel took {elapsed:.3f}s"
     # Idempotent: a second cancel answers 200 with the run unchanged.
     again = await service.client.post(f"/v1/sessions/{sid}/runs/{rid}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
@@ -168,6 +175,31 @@ async def test_cancel_during_a_long_model_call_reaches_every_subscriber_fast(
     run = await wait_for_run(service.client, sid, follow.json()["id"])
     assert run["status"] == "completed" and run["output"] == "second run done"
     assert strict_fake.script_errors == []
+
+
+async def _until_cancelled(
+    service: Service, sid: str, after: int, replayed: asyncio.Event, within: float = 10.0
+) -> list[dict[str, Any]]:
+    """A stream's events after `after` until run.cancelled (what came, if that never does
+    within `within` s); `replayed` is set on the first one."""
+    events: list[dict[str, Any]] = []
+    try:
+        async with (
+            asyncio.timeout(within),
+            aconnect_sse(
+                service.client, "GET", f"/v1/sessions/{sid}/events", params={"after": after}
+            ) as source,
+        ):
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue  # the leading retry: frame
+                events.append(json.loads(sse.data))
+                replayed.set()
+                if events[-1]["type"] == "run.cancelled":
+                    break
+    except TimeoutError:
+        pass
+    return events
 
 
 async def test_cancel_during_an_action_repairs_the_transcript(
