@@ -72,7 +72,9 @@ SessionOr404 = Annotated[SessionRow, Depends(get_session_or_404)]
 
 
 def require_accepting(services: ServicesDep) -> None:
-    if services.shutting_down or services.runner.draining:
+    """A draining process refuses new runs on SQLite (it is the only one); on Postgres
+    it queues them for the other replicas to claim."""
+    if services.settings.is_sqlite and (services.shutting_down or services.runner.draining):
         raise Problem(
             503,
             "The service is shutting down; retry on another instance or later.",

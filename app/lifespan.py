@@ -1,5 +1,6 @@
 """Builds and tears down the service's parts, in order: engine, event log, computers,
-runner; then resumes the runs a previous process left unfinished."""
+runner, and on Postgres the LISTEN bridge to the other replicas; then the runner
+claims the runs waiting in the database (queued, or left by a process that is gone)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from app.db.engine import (
     create_sessionmaker,
     migrate,
 )
+from app.events.bridge import EVENTS_CHANNEL, ListenBridge
 from app.events.broker import Broker
 from app.events.log import EventLog
 from app.settings import Settings
@@ -48,6 +50,7 @@ class Services:
     runner: Runner
     loops: LoopRegistry
     browsers: BrowserPool
+    bridge: ListenBridge | None = None
     shutting_down: bool = field(default=False)
 
     def begin_shutdown(self) -> None:
@@ -90,6 +93,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             broker,
             settings.event_batch_max,
             inline=None if inline_engine is None else create_sessionmaker(inline_engine),
+            notify_channel=None if settings.is_sqlite else EVENTS_CHANNEL,
         )
         event_log.start()
         browsers = BrowserPool.from_settings(settings)
@@ -101,19 +105,36 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         computers.start()
         loops = LoopRegistry(settings)
         runner = Runner(settings, sessionmaker, event_log, computers, loops.create)
+        bridge = None
+        if not settings.is_sqlite:  # replicas: events and commands from the others
+            bridge = ListenBridge(settings.database_url, sessionmaker, event_log, runner.on_signal)
+            runner.signal = bridge.signal
+            bridge.start()
+            with contextlib.suppress(TimeoutError):
+                await bridge.wait_connected(10)  # else /readyz says so until it is
         services = Services(
-            settings, engine, sessionmaker, broker, event_log, computers, runner, loops, browsers
+            settings,
+            engine,
+            sessionmaker,
+            broker,
+            event_log,
+            computers,
+            runner,
+            loops,
+            browsers,
+            bridge,
         )
         app.state.services = services
-        resumed = await runner.resume_unfinished()
-        if resumed:
-            log.info("resuming %d unfinished run(s)", resumed)
+        runner.start()  # claims queued runs and those whose lease lapsed, from now on
+        log.info("replica %s started", settings.replica_id)
         wal = asyncio.create_task(checkpoint_wal(engine), name="sqlite-wal-checkpoint")
         try:
             yield
         finally:
             services.begin_shutdown()
             await runner.shutdown(settings.shutdown_grace_s)
+            if bridge is not None:
+                await bridge.stop()
             broker.close()
             await computers.stop()
             async with sessionmaker() as db:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -88,6 +91,24 @@ class Settings(BaseSettings):
 
     event_batch_max: int = 512
 
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        min_length=1,
+        max_length=80,
+        description="This process's name in leases, logs, /readyz and run events; unique.",
+    )
+    lease_ttl_s: float = Field(
+        default=10.0, gt=0, description="A run's lease lapses this long after its last renewal."
+    )
+    lease_renew_s: float = Field(
+        default=2.0, gt=0, description="How often the owner of a run renews its lease."
+    )
+    claim_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a replica looks for queued runs and lapsed leases to claim.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -99,6 +120,12 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:///"):
             value = "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
         return value
+
+    @model_validator(mode="after")
+    def _renew_before_lapse(self) -> Settings:
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError("LEASE_RENEW_S must be at most half of LEASE_TTL_S")
+        return self
 
     @property
     def tenant_keys(self) -> dict[str, str]:

@@ -85,12 +85,16 @@ def kernel_server() -> Iterator[FakeKernel]:
 
 @pytest.fixture
 def kernel_fake(kernel_server: FakeKernel) -> FakeKernel:
+    # reset() also puts back what an earlier test changed (create_delay...): no test sees
+    # another's settings, in whatever order they run.
     kernel_server.reset()
     return kernel_server
 
 
 @pytest.fixture
 def anthropic_fake(fake_anthropic: FakeAnthropic) -> FakeAnthropic:
+    # reset() also puts back what an earlier test changed (strict...): no test sees
+    # another's settings, in whatever order they run.
     fake_anthropic.reset()
     return fake_anthropic
 
@@ -106,6 +110,9 @@ def make_settings(database_url: str, anthropic_url: str, **overrides: Any) -> Se
         "sse_ping_seconds": 15.0,
         "shutdown_grace_s": 2.0,
         "api_keys": "",
+        # One name for every service a test starts, as for a replica restarted under
+        # the same REPLICA_ID: a restart takes its runs back at once ("restart").
+        "replica_id": "test-replica",
     }
     values.update(overrides)
     return Settings(**values)

@@ -86,11 +86,18 @@ class SessionComputers:
         left running for the next process to re-attach to; every other computer closes
         (an idle session's remote browser would otherwise run, and bill, unowned)."""
         for session_id in list(self._computers):
-            computer = self._computers.pop(session_id)
             if session_id in resumable:
-                await computer.leave()
+                await self.leave(session_id)
             else:
-                await _close_quietly(computer, f"the computer of {session_id}")
+                await self.release(session_id)
+
+    async def leave(self, session_id: str) -> None:
+        """The session's run goes on in another process (hand-off, a lost lease): a
+        remote browser is left for it to re-attach to, a local one closes."""
+        computer = self._computers.pop(session_id, None)
+        self._last_used.pop(session_id, None)
+        if computer is not None:
+            await computer.leave()
 
     def __len__(self) -> int:
         return len(self._computers)

@@ -43,6 +43,7 @@ from app.agents.safety import SafetyGate, check_event_data
 from app.agents.safety import policy_checks as evaluate_policy
 from app.computers.base import Computer, ShotImage
 from app.db import repositories as repo
+from app.db.lease import Lease
 from app.db.models import RunRow, SafetyCheckRow, SessionRow, utcnow
 from app.events.log import Apply, EventLog, EventsFor, NewEvent
 from app.events.types import StoredEvent
@@ -52,6 +53,7 @@ T = TypeVar("T")
 # A write staged for the run's next commit; it may set session row columns.
 Staged = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
 _SHOT_CACHE = 8
+DECISION_REREAD_S = 2.0
 
 
 class UsageTotals:
@@ -101,6 +103,7 @@ class ServiceRunContext:
         safety_timeout_s: float,
         *,
         totals: UsageTotals,
+        lease: Lease | None = None,
     ) -> None:
         self.config = config
         self.computer = computer
@@ -122,6 +125,8 @@ class ServiceRunContext:
         self._on_commit: list[Callable[[], None]] = []
         self._recorded_turns: set[int] = set()  # turn rows this process wrote
         self._totals = totals
+        # Every write proves the run's lease (None: tests that drive a loop directly).
+        self._lease = lease
 
     def note_executed(self, call_id: str, action: dict[str, Any] | None) -> None:
         """The computer finished `action`: it counts as executed even if the run is
@@ -213,7 +218,9 @@ class ServiceRunContext:
             events = _after(deferred, events)
         done = [*commits, on_commit] if on_commit is not None else commits
         task = asyncio.ensure_future(
-            self._log.transact(self.config.session_id, self.config.run_id, events, apply)
+            self._log.transact(
+                self.config.session_id, self.config.run_id, events, apply, lease=self._lease
+            )
         )
         try:
             result = await asyncio.shield(task)
@@ -446,7 +453,9 @@ class ServiceRunContext:
                 await self._expire(call_id)
                 continue
             try:
-                await asyncio.wait_for(wake.wait(), remaining)
+                # Woken by the decision (on another replica: through the LISTEN bridge);
+                # re-read now and then, in case that wake-up was lost with a connection.
+                await asyncio.wait_for(wake.wait(), min(remaining, DECISION_REREAD_S))
             except TimeoutError:
                 pass
 

@@ -6,15 +6,22 @@ or the run's time limit, and then writes the run's terminal state and event in
 one transaction. Cancelling the inner task interrupts whatever it awaits (a
 model call, an action), so a cancel takes effect at once; the outer task then
 repairs the transcript and announces `run.cancelled`.
+
+Which runs this process executes is decided in the database (app/agents/leases.py):
+a run is claimed with a lease, every write of it proves the lease, and a run
+queued anywhere waits in the database until a replica with room claims it.
+Commands for a run another replica owns (cancel) are committed and signalled to
+it; a run nobody owns is concluded by whoever received the command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections import deque
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,12 +38,14 @@ from app.agents.base import (
 )
 from app.agents.computers import SessionComputers
 from app.agents.context import RunSuspended, ServiceRunContext, UsageTotals
+from app.agents.leases import FencedComputer, LeaseKeeper
 from app.agents.retry import RetryPolicy
 from app.agents.safety import SafetyGate, check_event_data
 from app.computers.base import Computer, ComputerError, Display
 from app.db import repositories as repo
+from app.db.lease import Lease
 from app.db.models import RunRow, SessionRow, utcnow
-from app.events.log import Apply, EventLog, WriteRefused
+from app.events.log import Apply, EventLog, LeaseLost, WriteRefused
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,14 +59,26 @@ USAGE_KEYS = (
 )
 
 
+# A signal to the other replicas (the LISTEN bridge's NOTIFY), sent in the caller's
+# transaction: "cancel <run_id> <reason>", "decided <run_id>", "work", "release <sid>".
+Signal = Callable[[AsyncSession, str], Awaitable[None]]
+# Cancel reasons that leave the run to another process instead of ending it.
+LEFT_FOR_OTHERS = ("shutdown", "lease_lost")
+
+
 class RunConflict(WriteRefused):
     """The session cannot take a run now (one is active, or it is closed)."""
+
+
+class RunOwnedElsewhere(WriteRefused):
+    """A live replica holds the run's lease: only it may conclude the run."""
 
 
 @dataclass
 class _Active:
     session_id: str
     outer: asyncio.Task[None]
+    lease: Lease
     # What cancel() interrupts: the computer's start-up, then the provider loop.
     inner: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
@@ -116,9 +137,22 @@ class Runner:
             retry_after_max_s=settings.provider_retry_after_max_s,
         )
         self._active: dict[str, _Active] = {}
-        self._waiting: deque[tuple[str, str, bool]] = deque()
         self.draining = False
         self.safety_gate = SafetyGate()
+        self.replica = settings.replica_id
+        self.leases = LeaseKeeper(
+            sessionmaker,
+            settings.replica_id,
+            settings.lease_ttl_s,
+            settings.lease_renew_s,
+            on_lost=self._lease_lost,
+            on_cancel_requested=self._cancel_requested,
+        )
+        # Set by the LISTEN bridge on Postgres: commands reach the other replicas.
+        self.signal: Signal | None = None
+        self._claim_wake: asyncio.Event | None = None
+        self._claimer: asyncio.Task[None] | None = None
+        self._pending_cancels: set[asyncio.Task[None]] = set()
 
     # ---- starting runs ----------------------------------------------------------
 
@@ -144,31 +178,65 @@ class Runner:
             session.last_run_id = run_id
             session.status = "running"
             session.updated_at = utcnow()
+            if self.signal is not None and (
+                self.draining or len(self._active) >= self._settings.max_active_runs
+            ):
+                await self.signal(db, "work")  # no room here: another replica takes it
             return run
 
         _, run = await self._log.transact(
             session_id, run_id, [("run.queued", {"run_id": run_id, "input": user_input})], insert
         )
-        self.schedule(session_id, run_id, resumed=False)
+        self.wake()
         return run  # type: ignore[no-any-return]
 
-    def schedule(self, session_id: str, run_id: str, *, resumed: bool) -> None:
-        if run_id in self._active or any(r == run_id for _, r, _ in self._waiting):
-            return
-        self._waiting.append((session_id, run_id, resumed))
-        self._start_waiting()
+    def wake(self) -> None:
+        """A run was queued or room was made: claim work now, not at the next interval."""
+        if self._claim_wake is not None:
+            self._claim_wake.set()
 
-    def _start_waiting(self) -> None:
-        while (
-            self._waiting
-            and len(self._active) < self._settings.max_active_runs
-            and not self.draining
-        ):
-            session_id, run_id, resumed = self._waiting.popleft()
-            task = asyncio.create_task(
-                self._supervise(session_id, run_id, resumed), name=f"run-{run_id}"
-            )
-            self._active[run_id] = _Active(session_id, task)
+    def start(self) -> None:
+        """Claim the runs waiting in the database, now and whenever there is room."""
+        if self._claimer is None:
+            self._claim_wake = asyncio.Event()
+            self.leases.start()
+            self._claimer = asyncio.create_task(self._claim_forever(), name="run-claims")
+
+    async def _claim_forever(self) -> None:
+        assert self._claim_wake is not None
+        own_past = True  # once: the runs a previous life of this REPLICA_ID held
+        # On SQLite this is the only process: runs are queued by it and it wakes itself.
+        interval = None if self._settings.is_sqlite else self._settings.claim_interval_s
+        while True:
+            self._claim_wake.clear()
+            try:
+                while not self.draining:
+                    room = self._settings.max_active_runs - len(self._active)
+                    claimed = await self.leases.claim(room, own_past=own_past)
+                    own_past = False
+                    for run, lease in claimed:
+                        self._start(run, lease)
+                    if len(claimed) < room or room <= 0:
+                        break
+            except Exception as exc:  # the database is away: try again at the next wake
+                log.warning("claiming runs failed: %r", exc)
+            try:
+                async with asyncio.timeout(interval):
+                    await self._claim_wake.wait()
+            except TimeoutError:
+                pass
+
+    def _start(self, run: repo.ClaimedRun, lease: Lease) -> None:
+        reason = None if run.status == "queued" else self._resume_reason(run)
+        task = asyncio.create_task(
+            self._supervise(run.session_id, run.run_id, reason), name=f"run-{run.run_id}"
+        )
+        self._active[run.run_id] = _Active(run.session_id, task, lease)
+
+    def _resume_reason(self, run: repo.ClaimedRun) -> str:
+        if self._settings.is_sqlite or run.previous_owner == self.replica:
+            return "restart"
+        return "handoff" if run.previous_owner is None else "takeover"
 
     @property
     def active_count(self) -> int:
@@ -177,26 +245,94 @@ class Runner:
     # ---- cancelling ---------------------------------------------------------------
 
     async def cancel(self, session_id: str, run_id: str, reason: str = "cancelled") -> None:
-        """Stop the run; returns once its terminal state is committed."""
+        """Stop the run; returns once its terminal state is committed (or, for a run
+        another replica owns and does not stop, after that replica's lease could lapse
+        twice over)."""
+        requested = False
+        deadline = time.monotonic() + 2 * self._settings.lease_ttl_s + 5
+        delay = 0.01
+        while True:
+            active = self._active.get(run_id)
+            if active is not None:
+                active.cancel_reason = active.cancel_reason or reason
+                if active.inner is not None:
+                    active.inner.cancel()
+                await asyncio.shield(active.outer)
+                return
+            # Queued, or its owner is gone: conclude it here, fencing the owner out.
+            try:
+                await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+                return
+            except RunOwnedElsewhere:
+                pass
+            # A live replica runs it (maybe this one, whose claim is in flight): ask it.
+            if not requested:
+                await self._request_cancel(run_id, reason)
+                requested = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            async with self._sessionmaker() as db:
+                run = await db.get(RunRow, run_id)
+            if run is None or run.status in repo.TERMINAL_RUN_STATUSES:
+                return
+            if time.monotonic() > deadline:
+                log.warning("run %s: its owner did not carry out the cancel", run_id)
+                return
+
+    async def _request_cancel(self, run_id: str, reason: str) -> None:
+        async with self._sessionmaker() as db, db.begin():
+            if await repo.request_cancel(db, run_id, reason) and self.signal is not None:
+                await self.signal(db, f"cancel {run_id} {reason}")
+
+    async def announce(self, message: str) -> None:
+        """Send a command to the other replicas (nothing on SQLite: there are none)."""
+        if self.signal is not None:
+            async with self._sessionmaker() as db, db.begin():
+                await self.signal(db, message)
+
+    def on_signal(self, message: str) -> None:
+        """A command from another replica (through the LISTEN bridge)."""
+        verb, _, rest = message.partition(" ")
+        if verb == "work":
+            self.wake()
+        elif verb == "cancel":
+            run_id, _, reason = rest.partition(" ")
+            self._cancel_requested(run_id, reason or "cancelled")
+        elif verb == "decided":
+            self.safety_gate.notify(rest)
+        elif verb == "release":
+            if not any(a.session_id == rest for a in self._active.values()):
+                task = asyncio.create_task(self._computers.release(rest))
+                self._pending_cancels.add(task)
+                task.add_done_callback(self._pending_cancels.discard)
+
+    def _cancel_requested(self, run_id: str, reason: str) -> None:
         active = self._active.get(run_id)
-        if active is not None:
-            active.cancel_reason = active.cancel_reason or reason
-            if active.inner is not None:
-                active.inner.cancel()
-            await asyncio.shield(active.outer)
+        if active is None or active.cancel_reason is not None:
             return
-        # Queued (never started) or not in this process: end it directly.
-        self._waiting = deque(w for w in self._waiting if w[1] != run_id)
-        await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+        task = asyncio.create_task(self.cancel(active.session_id, run_id, reason))
+        self._pending_cancels.add(task)
+        task.add_done_callback(self._pending_cancels.discard)
+
+    def _lease_lost(self, run_id: str) -> None:
+        """Another replica claimed the run: stop it here without another write or action."""
+        active = self._active.get(run_id)
+        if active is None:
+            return
+        active.cancel_reason = "lease_lost"
+        if active.inner is not None:
+            active.inner.cancel()
 
     # ---- supervision ---------------------------------------------------------------
 
-    async def _supervise(self, session_id: str, run_id: str, resumed: bool) -> None:
+    async def _supervise(self, session_id: str, run_id: str, resumed: str | None) -> None:
         active = self._active[run_id]
         # Until it ends, the session's computer is in use: never released as idle.
         self._computers.run_started(session_id)
         try:
             await self._drive(active, session_id, run_id, resumed)
+        except LeaseLost:
+            active.cancel_reason = "lease_lost"
         except Exception:
             log.exception("run %s crashed in its supervisor", run_id)
             try:
@@ -208,27 +344,50 @@ class Runner:
                     None,
                     {"type": "internal_error", "message": "the run stopped on an internal error"},
                     None,
+                    lease=active.lease,
                 )
             except Exception:
                 log.exception("could not record the failure of run %s", run_id)
         finally:
             self._computers.run_ended(session_id)
+            if active.cancel_reason == "lease_lost":
+                log.warning("run %s lost its lease; stopped here: another replica holds it", run_id)
+            if active.cancel_reason in LEFT_FOR_OTHERS:
+                await self._leave(active)
+            self.leases.forget(run_id)
             self._active.pop(run_id, None)
             self.safety_gate.forget(run_id)
-            self._start_waiting()
+            self.wake()
 
-    async def _drive(self, active: _Active, session_id: str, run_id: str, resumed: bool) -> None:
+    async def _leave(self, active: _Active) -> None:
+        """The run goes on elsewhere: its computer is left (a remote one stays up for
+        the next owner) and, when this replica still holds the lease (a hand-off), the
+        lease is released at once and the other replicas told."""
+        try:
+            await self._computers.leave(active.session_id)
+            if active.cancel_reason == "shutdown" and not active.lease.lost:
+                await self.leases.release(active.lease)
+                await self.announce("work")
+        except Exception as exc:  # the lease lapses by itself instead
+            log.warning("could not hand run %s over: %r", active.lease.run_id, exc)
+
+    async def _drive(
+        self, active: _Active, session_id: str, run_id: str, resumed: str | None
+    ) -> None:
+        lease = active.lease
+        finish = functools.partial(self._finish, lease=lease)
         async with self._sessionmaker() as db:
             session = await db.get(SessionRow, session_id)
             run = await db.get(RunRow, run_id)
         if session is None or run is None or run.status in repo.TERMINAL_RUN_STATUSES:
             return
+        if run.cancel_requested is not None and active.cancel_reason is None:
+            active.cancel_reason = run.cancel_requested  # asked while it was being claimed
         if active.cancel_reason is not None:
-            await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+            await finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
             return
         config = run_config(session, run, self._settings)
         state: dict[str, Any] = dict(session.agent_state or {})
-        resumed = resumed or run.status != "queued"
         try:
             loop = self._loops(session.provider)
             # The browser itself stops navigations to the session's blocked domains.
@@ -248,11 +407,11 @@ class Runner:
         except asyncio.CancelledError:
             if active.cancel_reason is None:
                 raise  # this supervisor itself was cancelled
-            if active.cancel_reason != "shutdown":
-                await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+            if active.cancel_reason not in LEFT_FOR_OTHERS:
+                await finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
             return
         except (ComputerError, ProviderError, ValueError) as exc:
-            await self._finish(
+            await finish(
                 session_id,
                 run_id,
                 "failed",
@@ -277,18 +436,19 @@ class Runner:
                 row.status, row.updated_at = "running", utcnow()
 
         event = (
-            ("run.resumed", {"reason": "restart"})
-            if resumed
-            else ("run.started", {"input": run.input})
+            ("run.resumed", {"reason": resumed, "replica": self.replica})
+            if resumed is not None
+            else ("run.started", {"input": run.input, "replica": self.replica})
         )
         if active.cancel_reason is not None:  # cancelled while the computer started
-            await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
+            if active.cancel_reason not in LEFT_FOR_OTHERS:
+                await finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
             return
-        await self._log.append(session_id, run_id, [event], mark_running)
+        await self._log.append(session_id, run_id, [event], mark_running, lease=lease)
 
         ctx = ServiceRunContext(
             config,
-            computer,
+            FencedComputer(computer, lease, self.leases),
             self._log,
             self._sessionmaker,
             self._policy,
@@ -297,15 +457,18 @@ class Runner:
             self.safety_gate,
             self._settings.default_safety_check_timeout_s,
             totals=UsageTotals(run.usage, run.turns or 0, session.usage),
+            lease=lease,
         )
-        if resumed:
+        if resumed is not None:
             async with self._sessionmaker() as db:
                 earlier = await repo.list_run_events(
                     db, session_id, run_id, ("tool.call", "tool.result")
                 )
             ctx.seed([(e.type, e.data) for e in earlier])
         # Passed on resume too: a crash before the loop's first checkpoint must not lose it.
-        active.inner = asyncio.create_task(ctx_run(loop, ctx, state, run.input, resumed))
+        active.inner = asyncio.create_task(
+            ctx_run(loop, ctx, state, run.input, resumed is not None)
+        )
         if active.cancel_reason is not None:
             active.inner.cancel()
         elapsed = (utcnow() - _aware(started_at)).total_seconds()
@@ -348,10 +511,19 @@ class Runner:
         # The loop's staged writes (its last turn record) go into the run's final commit.
         # A run left for shutdown drops them: nothing committed refers to them, and a
         # resumed run records its current turn again from the checkpointed state.
-        finish = functools.partial(self._finish, staged=ctx.take_staged())
+        finish = functools.partial(self._finish, staged=ctx.take_staged(), lease=active.lease)
+        exc = None if inner.cancelled() else inner.exception()
+        if isinstance(exc, LeaseLost) or active.lease.lost:
+            active.cancel_reason = "lease_lost"  # another replica goes on with it
+            return
+        if isinstance(exc, RunSuspended):
+            active.cancel_reason = "shutdown"  # stopped at a step boundary: handed off
+            return
         if inner.cancelled() or reason is not None:
-            if reason == "shutdown":
-                return  # left `running` with its last checkpoint: resumed at the next start
+            if reason in LEFT_FOR_OTHERS:
+                # Left `running` with its last checkpoint: another replica (or this one,
+                # restarted) resumes it.
+                return
             note = (
                 "Interrupted: the run hit its time limit."
                 if reason == "time_limit"
@@ -380,16 +552,13 @@ class Runner:
                     ctx.last_action_executed,
                 )
             return
-        exc = inner.exception()
-        if unflushed is not None and not isinstance(exc, RunSuspended):
+        if unflushed is not None:
             exc = unflushed  # what the loop ended on was not committed
         if exc is None:
             outcome = inner.result()
             await finish(
                 session_id, run_id, "completed", outcome.stop_reason, outcome.output, None, None
             )
-        elif isinstance(exc, RunSuspended):
-            return
         elif isinstance(exc, RunHalted):
             # A rejected or expired safety check: the loop left a valid transcript.
             await finish(
@@ -449,11 +618,19 @@ class Runner:
         last_action: dict[str, Any] | None = None,
         *,
         staged: Apply | None = None,
+        lease: Lease | None = None,
     ) -> None:
-        """Commit the terminal state and its event together (nothing if already ended)."""
+        """Commit the terminal state and its event together (nothing if already ended).
+        With `lease`, as the run's owner; without, only if no live replica holds the run
+        (RunOwnedElsewhere), and any past owner is fenced out by a new epoch."""
         now = utcnow()
 
         async def apply(db: AsyncSession) -> dict[str, Any] | None:
+            if lease is None and not await repo.take_unowned_run(db, run_id, self.replica):
+                found = await db.get(RunRow, run_id)
+                if found is None or found.status in repo.TERMINAL_RUN_STATUSES:
+                    return None
+                raise RunOwnedElsewhere(f"run {run_id} is held by a live replica")
             if staged is not None:
                 await staged(db)
             run = await db.get(RunRow, run_id)
@@ -489,22 +666,19 @@ class Runner:
             events = [("safety_check.expired", check) for check in found["expired"]]
             return [*events, (f"run.{status}", found["run"])]
 
-        await self._log.transact(session_id, run_id, announce, apply)
+        await self._log.transact(session_id, run_id, announce, apply, lease=lease)
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def resume_unfinished(self) -> int:
-        """At start-up: schedule every run the last process left unfinished."""
-        async with self._sessionmaker() as db:
-            runs = await repo.list_unfinished_runs(db)
-        for run in runs:
-            self.schedule(run.session_id, run.id, resumed=run.status != "queued")
-        return len(runs)
-
     async def shutdown(self, grace_s: float) -> None:
-        """Stop at step boundaries within `grace_s`, then interrupt; runs stay resumable."""
+        """Stop at step boundaries within `grace_s`, then interrupt; each run's lease is
+        released as it stops, for another replica (or the next start) to go on with."""
         self.draining = True
-        self._waiting.clear()
+        if self._claimer is not None:
+            self._claimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claimer
+            self._claimer = None
         outers = [a.outer for a in self._active.values()]
         if outers:
             await asyncio.wait(outers, timeout=grace_s)
@@ -515,6 +689,9 @@ class Runner:
         outers = [a.outer for a in self._active.values()]
         if outers:
             await asyncio.wait(outers, timeout=5)
+        for task in list(self._pending_cancels):
+            task.cancel()
+        await self.leases.stop()
 
 
 async def ctx_run(

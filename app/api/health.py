@@ -41,4 +41,6 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         return unavailable(f"database unreachable: {type(exc).__name__}")
     if not current:
         return unavailable("migrations not applied")
+    if services.bridge is not None and not services.bridge.connected:
+        return unavailable("LISTEN connection down")
     return JSONResponse({"status": "ok", "replica": replica, "detail": None})

@@ -71,8 +71,10 @@ async def _decide(
     _, (outcome, row) = await services.log.transact(session_id, existing.run_id, announce, decide)
     if row is None:
         raise Problem(404, f"Safety check {check_id} not found.")
-    # The waiting run reads the decision from the database; this only wakes it.
+    # The waiting run reads the decision from the database; this only wakes it, here
+    # or on the replica that runs it.
     services.runner.safety_gate.notify(row.run_id)
+    await services.runner.announce(f"decided {row.run_id}")
     if outcome == "expired":
         raise Problem(409, f"Safety check {check_id} expired at {row.expires_at}.")
     if outcome == "decided":

@@ -132,7 +132,7 @@ async def create_session(
         events.append(("run.queued", {"run_id": run_id, "input": body.task}))
     stored, (session, run) = await services.log.transact(session_id, run_id, events, insert)
     if run_id is not None:
-        services.runner.schedule(session_id, run_id, resumed=False)
+        services.runner.wake()
     return session_view(session, run, stored[-1].seq)
 
 
@@ -193,6 +193,7 @@ async def close_session(
         )
         if run_id is None:
             break
+    await services.runner.announce(f"release {session_id}")  # its computer elsewhere
     async with services.sessionmaker() as fresh:
         row = await repo.get_session(fresh, session_id)
         assert row is not None

@@ -117,6 +117,15 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The lease (migration 0003): the replica executing the run, the epoch of its
+    # claim (grows with every claim), and its expiry by the database's clock.
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A cancel committed by a replica that does not own the run: its reason.
+    cancel_requested: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (Index("ix_runs_status_created", "status", "created_at"),)
 
 
 class TurnRow(Base):

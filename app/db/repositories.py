@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Select,
+    String,
+    Table,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
@@ -20,6 +33,7 @@ from app.db.models import (
     ScreenshotRow,
     SessionRow,
     TurnRow,
+    UTCDateTime,
     utcnow,
 )
 from app.events.types import TERMINAL_RUN_EVENTS, StoredEvent
@@ -49,6 +63,14 @@ async def insert_events(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> Non
     belong to a session row added in the same transaction."""
     await db.flush()
     await db.execute(EVENTS.insert(), list(rows))
+
+
+async def notify(db: AsyncSession, channel: str, payloads: Sequence[str]) -> None:
+    """A NOTIFY on `channel` per payload (Postgres), delivered when the transaction
+    commits; one statement whatever their number."""
+    await db.execute(
+        select(func.pg_notify(channel, func.unnest(literal(list(payloads), ARRAY(String)))))
+    )
 
 
 def _select_events() -> Select[tuple[str, int, str | None, str, dict[str, Any], datetime]]:
@@ -182,6 +204,126 @@ async def list_unfinished_runs(db: AsyncSession) -> list[RunRow]:
 
 async def update_run(db: AsyncSession, run_id: str, **values: Any) -> None:
     await db.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+
+# ---- run leases ---------------------------------------------------------------
+# Expiry is judged by the database's clock on Postgres, where replicas on several
+# machines share it; SQLite is one process (an OS lock makes sure), whose clock it is.
+
+
+def db_now(db: AsyncSession) -> ColumnElement[datetime]:
+    if db.get_bind().dialect.name == "postgresql":
+        return func.now()
+    return literal(utcnow(), UTCDateTime())
+
+
+def lease_expiry(db: AsyncSession, ttl_s: float) -> ColumnElement[datetime]:
+    if db.get_bind().dialect.name == "postgresql":
+        return func.now() + timedelta(seconds=ttl_s)
+    return literal(utcnow() + timedelta(seconds=ttl_s), UTCDateTime())
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    run_id: str
+    session_id: str
+    status: str
+    epoch: int
+    previous_owner: str | None
+
+
+async def claim_runs(
+    db: AsyncSession, owner: str, limit: int, ttl_s: float, *, own_past: bool = False
+) -> list[ClaimedRun]:
+    """Take up to `limit` runs, oldest first, at a new epoch: queued runs, runs whose
+    lease was released (hand-off) or lapsed, and with `own_past` those a previous
+    life of `owner` held (a restart under the same REPLICA_ID). Rows another replica
+    is claiming at the same moment are skipped, not waited for."""
+    claimable = or_(RunRow.lease_owner.is_(None), RunRow.lease_expires_at < db_now(db))
+    if own_past:
+        claimable = or_(claimable, RunRow.lease_owner == owner)
+    if db.get_bind().dialect.name != "postgresql":
+        # One process per SQLite file: any other owner is a process that is gone.
+        claimable = or_(claimable, RunRow.lease_owner != owner)
+    picked = await db.execute(
+        select(RunRow.id, RunRow.lease_owner)
+        .where(RunRow.status.in_(UNFINISHED_RUN_STATUSES), claimable)
+        .order_by(RunRow.created_at, RunRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    previous: dict[str, str | None] = {run_id: owner for run_id, owner in picked.all()}
+    if not previous:
+        return []
+    result = await db.execute(
+        update(RunRow)
+        .where(RunRow.id.in_(previous))
+        .values(
+            lease_owner=owner,
+            lease_epoch=RunRow.lease_epoch + 1,
+            lease_expires_at=lease_expiry(db, ttl_s),
+        )
+        .returning(RunRow.id, RunRow.session_id, RunRow.status, RunRow.lease_epoch)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = [ClaimedRun(*row, previous[row[0]]) for row in result.all()]
+    # Oldest first, as picked (RETURNING keeps no order; ids sort by creation time).
+    return sorted(claimed, key=lambda run: run.run_id)
+
+
+async def renew_leases(
+    db: AsyncSession, owner: str, leases: Sequence[tuple[str, int]], ttl_s: float
+) -> dict[str, str | None]:
+    """Extend the leases `owner` still holds at those epochs; run id -> the cancel a
+    replica requested for it (None when none). A run missing from the answer is lost."""
+    if not leases:
+        return {}
+    result = await db.execute(
+        update(RunRow)
+        .where(RunRow.lease_owner == owner, tuple_(RunRow.id, RunRow.lease_epoch).in_(leases))
+        .values(lease_expires_at=lease_expiry(db, ttl_s))
+        .returning(RunRow.id, RunRow.cancel_requested)
+        .execution_options(synchronize_session=False)
+    )
+    return {run_id: cancel for run_id, cancel in result.all()}
+
+
+async def release_lease(db: AsyncSession, owner: str, run_id: str, epoch: int) -> bool:
+    """Give the run up for another replica to claim at once (hand-off)."""
+    result = await db.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.lease_owner == owner, RunRow.lease_epoch == epoch)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def take_unowned_run(db: AsyncSession, run_id: str, owner: str) -> bool:
+    """Fence off any past owner of a run nobody holds (queued, released, lapsed) so
+    this transaction may conclude it: a new epoch and no owner. False when a live
+    replica holds it (or it ended)."""
+    alive = or_(RunRow.lease_owner.is_(None), RunRow.lease_expires_at < db_now(db))
+    if db.get_bind().dialect.name != "postgresql":
+        alive = or_(alive, RunRow.lease_owner != owner)
+    result = await db.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status.in_(UNFINISHED_RUN_STATUSES), alive)
+        .values(lease_owner=None, lease_epoch=RunRow.lease_epoch + 1, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def request_cancel(db: AsyncSession, run_id: str, reason: str) -> bool:
+    """Record a cancel for the run's owner to carry out; False if the run ended."""
+    result = await db.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status.in_(UNFINISHED_RUN_STATUSES))
+        .values(cancel_requested=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
 
 
 # ---- turns ------------------------------------------------------------------

@@ -87,6 +87,9 @@ class Broker:
     def __init__(self, queue_size: int = 1024) -> None:
         self._queue_size = queue_size
         self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
+        # The newest seq published per session that has subscribers: what a publish
+        # from another source (the LISTEN bridge) already delivered is not sent twice.
+        self._last: dict[str, int] = {}
         self._closed = False
 
     def subscribe(self, session_id: str) -> Subscription:
@@ -103,14 +106,30 @@ class Broker:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.session_id]
+                self._last.pop(sub.session_id, None)
 
     def publish(self, session_id: str, events: Sequence[StoredEvent]) -> None:
+        """Hand `events` (one session's, in seq order) to its subscribers; events at or
+        below the newest already published are dropped."""
         subs = self._subs.get(session_id)
-        if not subs:
+        if not subs or not events:
             return
+        last = self._last.get(session_id, 0)
+        if events[0].seq <= last:
+            events = [event for event in events if event.seq > last]
+            if not events:
+                return
+        self._last[session_id] = events[-1].seq
         for sub in tuple(subs):
             for event in events:
                 sub.offer(event)
+
+    def last_published(self, session_id: str) -> int | None:
+        """The newest seq published to the session's current subscribers, if any was."""
+        return self._last.get(session_id)
+
+    def subscribed_sessions(self) -> list[str]:
+        return list(self._subs)
 
     def subscriber_count(self, session_id: str | None = None) -> int:
         if session_id is not None:

@@ -9,7 +9,23 @@ write carries its events and an optional `apply` callback that changes state
 sees an event, REST already shows its effect.
 
 `seq` is gapless per session: it is assigned inside the transaction from the
-last committed value, and a failed write gives its numbers back.
+last committed value, and a failed write gives its numbers back. Several
+processes may append to one session (replicas on Postgres: a decision on one
+while another runs the session): the unique (session_id, seq) index is the
+arbiter. A writer whose cached seq is stale collides with the committed row,
+re-reads the newest seq and tries again; a seq can only be taken once the one
+below it has committed, so no reader ever sees a higher seq before a lower one.
+
+A write of a run's state or events made by the run's owner carries its `Lease`:
+the same transaction renews the lease at that owner and epoch (a conditional
+UPDATE of the run's row, which also locks it against a concurrent claim), and
+when another replica has claimed the run since, the write is refused with
+`LeaseLost` and the lease is marked lost (fencing).
+
+On Postgres with `notify_channel` set, every transaction that adds events sends
+one NOTIFY per session, "<session id> <first seq> <last seq>" (never an event),
+delivered at commit, for the other replicas' LISTEN bridge (app/events/bridge.py),
+while the bridge reports that another replica listens.
 """
 
 from __future__ import annotations
@@ -21,11 +37,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repositories as repo
 from app.db.engine import is_sqlite_busy
+from app.db.lease import Lease
 from app.db.models import utcnow
 from app.events.broker import Broker
 from app.events.types import EVENT_TYPES, StoredEvent
@@ -40,6 +57,9 @@ INLINE_MAX_WRITES = 8
 # The longest the writer runs between two turns of the event loop while it builds
 # a batch's transaction.
 SLICE_S = 0.005
+# How often a write whose seq another process took is tried again (each time with
+# the newest seq re-read): replicas appending to one session at the same moment.
+SEQ_CONFLICT_TRIES = 8
 
 Apply = Callable[[AsyncSession], Awaitable[Any]]
 NewEvent = tuple[str, dict[str, Any]]
@@ -50,6 +70,10 @@ EventsFor = Callable[[Any], Sequence[NewEvent]]
 class WriteRefused(Exception):
     """Raised by an `apply` that declines the write for a reason the caller expects
     (a conflict): the write fails alone, without a warning in the log."""
+
+
+class LeaseLost(WriteRefused):
+    """Another replica claimed the run since this process's lease: its write is refused."""
 
 
 class EventLogClosed(RuntimeError):
@@ -63,6 +87,7 @@ class _Write:
     events: Sequence[NewEvent] | EventsFor
     apply: Apply | None
     future: asyncio.Future[tuple[list[StoredEvent], Any]] = field(repr=False)
+    lease: Lease | None = None
 
 
 class EventLog:
@@ -77,6 +102,7 @@ class EventLog:
         *,
         inline: async_sessionmaker[AsyncSession] | None = None,
         inline_max: int = INLINE_MAX_WRITES,
+        notify_channel: str | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._inline = inline
@@ -88,6 +114,10 @@ class EventLog:
         self._last_seq: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._notify_channel = notify_channel
+        # Whether another replica listens (the bridge keeps this current): alone, a
+        # replica sends no NOTIFY, which would cost a statement in every commit.
+        self.peers = True
 
     @property
     def broker(self) -> Broker:
@@ -115,9 +145,11 @@ class EventLog:
         run_id: str | None,
         events: Sequence[NewEvent] = (),
         apply: Apply | None = None,
+        *,
+        lease: Lease | None = None,
     ) -> list[StoredEvent]:
         """Commit `events` (and `apply`'s changes) atomically; returns them with their seq."""
-        stored, _ = await self.transact(session_id, run_id, events, apply)
+        stored, _ = await self.transact(session_id, run_id, events, apply, lease=lease)
         return stored
 
     async def transact(
@@ -126,9 +158,12 @@ class EventLog:
         run_id: str | None,
         events: Sequence[NewEvent] | EventsFor = (),
         apply: Apply | None = None,
+        *,
+        lease: Lease | None = None,
     ) -> tuple[list[StoredEvent], Any]:
         """Like `append`, also returning what `apply` returned. `events` may be a
-        function of that value, evaluated inside the transaction."""
+        function of that value, evaluated inside the transaction. With `lease`, the
+        write commits only if the lease is still held at its epoch (else LeaseLost)."""
         if self._closing or self._task is None:
             raise EventLogClosed("the event log is not accepting writes")
         if not callable(events):
@@ -136,7 +171,9 @@ class EventLog:
         future: asyncio.Future[tuple[list[StoredEvent], Any]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.put_nowait(_Write(session_id, run_id, events, apply, future))
+        if lease is not None and lease.lost:
+            raise LeaseLost(f"the lease of run {lease.run_id} was lost")
+        self._queue.put_nowait(_Write(session_id, run_id, events, apply, future, lease))
         # Shielded: a cancelled caller must not un-write what may already be committing.
         return await asyncio.shield(future)
 
@@ -155,19 +192,26 @@ class EventLog:
                     self._last_seq.pop(write.session_id, None)
                 # One bad write must not fail its neighbours: retry each alone.
                 for write in batch:
-                    if write.future.done():
-                        continue
-                    try:
-                        await self._commit_batch([write])
-                    except Exception as exc:
-                        self._last_seq.pop(write.session_id, None)
-                        if not isinstance(exc, WriteRefused):
-                            log.warning("event log write failed: %r", exc)
-                        if not write.future.done():
-                            write.future.set_exception(exc)
+                    if not write.future.done():
+                        await self._commit_alone(write)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _commit_alone(self, write: _Write) -> None:
+        for attempt in range(1, SEQ_CONFLICT_TRIES + 1):
+            try:
+                await self._commit_batch([write])
+                return
+            except Exception as exc:
+                self._last_seq.pop(write.session_id, None)
+                if _is_seq_conflict(exc) and attempt < SEQ_CONFLICT_TRIES:
+                    continue  # another process took that seq: re-read and try again
+                if not isinstance(exc, WriteRefused):
+                    log.warning("event log write failed: %r", exc)
+                if not write.future.done():
+                    write.future.set_exception(exc)
+                return
 
     async def _commit_batch(self, batch: list[_Write]) -> None:
         if self._inline is not None and len(batch) <= self._inline_max:
@@ -184,11 +228,15 @@ class EventLog:
     ) -> None:
         seqs = dict(self._last_seq)
         results: list[tuple[list[StoredEvent], Any]] = []
+        leases = [write.lease for write in batch if write.lease is not None]
+        sent = time.monotonic()
         async with maker() as db, db.begin():
             if self._only_inserts(batch, db):
                 # One multi-row INSERT is atomic on its own: no BEGIN and no COMMIT,
                 # two of a Postgres commit's three round trips.
                 await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            if leases:
+                await _fence(db, leases)
             rows: list[dict[str, Any]] = []
             touched: set[str] = set()
             sliced = time.perf_counter()
@@ -227,7 +275,18 @@ class EventLog:
                 results.append((stored, applied))
             if rows:
                 await repo.insert_events(db, rows)
+                if self._notify_channel is not None and self.peers:
+                    first: dict[str, int] = {}
+                    for row in rows:
+                        first.setdefault(row["session_id"], row["seq"])
+                    await repo.notify(
+                        db,
+                        self._notify_channel,
+                        [f"{sid} {first[sid]} {seqs[sid]}" for sid in sorted(touched)],
+                    )
         # Committed: only now do the numbers become real and readers hear of them.
+        for lease in leases:
+            lease.renewed(sent)
         self._last_seq.update({sid: seqs[sid] for sid in touched})
         for write, result in zip(batch, results, strict=True):
             if result[0]:
@@ -255,6 +314,8 @@ class EventLog:
         Postgres (elsewhere a transaction costs no round trip)."""
         return db.get_bind().dialect.name == "postgresql" and all(
             write.apply is None
+            and write.lease is None
+            and (self._notify_channel is None or not self.peers)
             and not callable(write.events)
             and write.session_id in self._last_seq
             for write in batch
@@ -263,6 +324,27 @@ class EventLog:
     def forget(self, session_id: str) -> None:
         """Drop the cached seq of a session (tests that reset the database)."""
         self._last_seq.pop(session_id, None)
+
+
+async def _fence(db: AsyncSession, leases: list[Lease]) -> None:
+    """Renew the batch's leases in its own transaction; any lost fails the batch (its
+    writes are then tried alone, and only the lost run's are refused)."""
+    held: set[str] = set()
+    by_owner: dict[tuple[str, float], list[Lease]] = {}
+    for lease in leases:
+        by_owner.setdefault((lease.owner, lease.ttl_s), []).append(lease)
+    for (owner, ttl_s), group in by_owner.items():
+        pairs = list({(lease.run_id, lease.epoch) for lease in group})
+        held.update(await repo.renew_leases(db, owner, pairs, ttl_s))
+    lost = [lease for lease in leases if lease.run_id not in held]
+    if lost:
+        for lease in lost:
+            lease.lost = True
+        raise LeaseLost(f"the lease of run {lost[0].run_id} was lost")
+
+
+def _is_seq_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, IntegrityError) and "uq_events_session_seq" in str(exc.orig)
 
 
 def _check_types(events: Sequence[NewEvent]) -> None:

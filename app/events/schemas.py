@@ -84,14 +84,20 @@ class RunQueuedData(_Data):
 
 class RunStartedData(_Data):
     input: str
+    replica: str | None = Field(default=None, description="The replica that executes the run")
 
 
 class RunResumedData(_Data):
-    """`restart`: a new process picked the run up from its last checkpoint;
+    """`restart`: a new process (or the same replica restarted) picked the run up from
+    its last checkpoint; `takeover`: another replica did, after the owner's lease
+    lapsed; `handoff`: another replica did, after a draining owner released it;
     `safety_check_acknowledged`: every check of the tool call `call_id` was acknowledged."""
 
-    reason: Literal["restart", "safety_check_acknowledged"]
+    reason: Literal["restart", "takeover", "handoff", "safety_check_acknowledged"]
     call_id: str | None = Field(default=None, description="With safety_check_acknowledged")
+    replica: str | None = Field(
+        default=None, description="The replica that executes the run from here on"
+    )
 
 
 class RunAwaitingSafetyCheckData(_Data):

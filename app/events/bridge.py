@@ -1,0 +1,197 @@
+"""The LISTEN/NOTIFY bridge (Postgres): events and commands from other replicas.
+
+One connection per process LISTENs on two channels:
+
+- `agent_sessions_events`: every transaction that adds events notifies
+  "<session id> <first seq> <last seq>" (app/events/log.py). For a session with
+  subscribers here, the bridge reads the new rows from the database and
+  publishes them to the local broker, so a stream on any replica is live
+  whichever replica appends. Notifications for events already published here
+  (this process's own commits) cost nothing but the check.
+- `agent_sessions_commands`: short commands for the runner ("cancel <run> <reason>",
+  "decided <run>", "work", "release <session>"), sent in the transaction that
+  commits what they announce.
+
+A lost connection is re-established with backoff; every session with
+subscribers then catches up from the database (streams also repair any gap
+themselves: app/events/sse.py), and `/readyz` answers 503 meanwhile. The
+bridge also counts the other replicas' LISTEN connections every few seconds:
+alone, this replica sends no NOTIFY at all (one statement less per commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import repositories as repo
+from app.db.engine import async_url
+from app.events.broker import Broker
+from app.events.log import EventLog
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "agent_sessions_events"
+COMMANDS_CHANNEL = "agent_sessions_commands"
+APPLICATION_NAME = "agent-sessions-listen"
+PAGE = 500
+PEER_CHECK_S = 2.0
+BACKOFF_MAX_S = 5.0
+
+
+class ListenBridge:
+    def __init__(
+        self,
+        database_url: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        event_log: EventLog,
+        on_command: Callable[[str], None],
+    ) -> None:
+        url = async_url(database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._sessionmaker = sessionmaker
+        self._log = event_log
+        self._broker: Broker = event_log.broker
+        self._on_command = on_command
+        self._task: asyncio.Task[None] | None = None
+        self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._up = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="listen-bridge")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._fetching.values()):
+            task.cancel()
+
+    async def signal(self, db: AsyncSession, message: str) -> None:
+        """Send a command to every replica when `db`'s transaction commits."""
+        await repo.notify(db, COMMANDS_CHANNEL, [message])
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self._up.wait()
+
+    # ---- the connection -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            lost = asyncio.Event()
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": APPLICATION_NAME}, timeout=10
+                )
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await connection.add_listener(EVENTS_CHANNEL, self._on_events)
+                await connection.add_listener(COMMANDS_CHANNEL, self._on_commands)
+                self._up.set()
+                backoff = 0.1
+                # Tell the others a listener (re)joined: they count peers again now.
+                await connection.execute(f"NOTIFY {COMMANDS_CHANNEL}, 'hello'")
+                self._catch_up_all()
+                self._on_command("work")  # commands may have been missed meanwhile
+                await self._watch(connection, lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection failed: %r; retrying in %.1fs", exc, backoff)
+            finally:
+                self._up.clear()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(connection.close(timeout=1))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _watch(self, connection: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Until the connection is lost: count the peers every few seconds (which also
+        proves the connection alive)."""
+        while not lost.is_set():
+            others = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = $1 AND pid <> pg_backend_pid()",
+                APPLICATION_NAME,
+                timeout=5,
+            )
+            self._log.peers = bool(others)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PEER_CHECK_S):
+                    await lost.wait()
+        raise ConnectionError("the LISTEN connection was closed")
+
+    # ---- notifications ------------------------------------------------------------
+
+    def _on_commands(self, _c: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == "hello":
+            self._log.peers = True  # a replica joined: notify from now on
+            return
+        try:
+            self._on_command(payload)
+        except Exception:
+            log.exception("command %r failed", payload)
+
+    def _on_events(self, _c: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            session_id, first_text, last_text = payload.split(" ")
+            first, last = int(first_text), int(last_text)
+        except ValueError:
+            log.warning("malformed event notification %r", payload)
+            return
+        if not self._broker.subscriber_count(session_id):
+            return
+        known = self._broker.last_published(session_id)
+        if known is not None and known >= last:
+            return  # published here already (this process's own commit)
+        self._fetch(session_id, first - 1 if known is None else known)
+
+    def _catch_up_all(self) -> None:
+        for session_id in self._broker.subscribed_sessions():
+            known = self._broker.last_published(session_id)
+            if known is not None:
+                self._fetch(session_id, known)
+
+    def _fetch(self, session_id: str, after: int) -> None:
+        """Read and publish the session's events after `after`, one reader per session
+        (a wake-up during a read makes it read again)."""
+        self._dirty.add(session_id)
+        if session_id in self._fetching:
+            return
+        task = asyncio.create_task(self._read(session_id, after))
+        self._fetching[session_id] = task
+
+    async def _read(self, session_id: str, after: int) -> None:
+        try:
+            while session_id in self._dirty:
+                self._dirty.discard(session_id)
+                known = self._broker.last_published(session_id)
+                cursor = after if known is None else max(after, known)
+                while True:
+                    async with self._sessionmaker() as db:
+                        page = await repo.list_events(db, session_id, cursor, PAGE)
+                    if page:
+                        self._broker.publish(session_id, page)
+                        cursor = page[-1].seq
+                    if len(page) < PAGE:
+                        break
+        except Exception as exc:  # the streams re-read the database on their own
+            log.warning("reading the events of %s failed: %r", session_id, exc)
+        finally:
+            self._fetching.pop(session_id, None)
