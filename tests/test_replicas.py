@@ -142,7 +142,12 @@ def at(event: dict[str, Any]) -> datetime:
 
 
 def resumed_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == "run.resumed"]
+    """The run.resumed events of a new owner (not those after a safety check)."""
+    return [
+        e
+        for e in events
+        if e["type"] == "run.resumed" and e["data"]["reason"] != "safety_check_acknowledged"
+    ]
 
 
 async def in_model_call(fake: FakeAnthropic, requests: int) -> None:
@@ -370,3 +375,69 @@ async def test_cut_connections_are_re_established_and_streams_catch_up(
     if run["status"] == "failed":  # a write cut mid-commit fails the run, clearly
         assert run["error"]["message"], run
     assert anthropic_fake.script_errors == []
+
+
+# ---- a decision on B, a kill between a model reply and its action ----------------------------
+
+
+async def pending_check(client: httpx.AsyncClient, sid: str) -> dict[str, Any]:
+    async def one() -> bool:
+        response = await client.get(
+            f"/v1/sessions/{sid}/safety-checks", params={"status": "pending"}
+        )
+        return len(response.json()["data"]) == 1
+
+    await eventually(one, "a pending safety check")
+    response = await client.get(f"/v1/sessions/{sid}/safety-checks", params={"status": "pending"})
+    return response.json()["data"][0]  # type: ignore[no-any-return]
+
+
+async def test_decisions_on_b_reach_a_and_a_kill_between_reply_and_action_runs_it_once(
+    replicas: Launcher, anthropic_fake: FakeAnthropic
+) -> None:
+    anthropic_fake.enqueue(tool_use_message(click()))
+    anthropic_fake.enqueue(tool_use_message(click()))
+    anthropic_fake.enqueue(text_message("Done on B."))
+    safety = {"require_ack_for": ["click"]}
+
+    a = await replicas.start(REPLICA_ID="replica-a")
+    session = await create_session(a.client, task="click twice", safety=safety)
+    sid, rid = session["id"], session["active_run_id"]
+    b = await replicas.start(REPLICA_ID="replica-b")
+
+    # A waits for a human; the acknowledgment is given on B and reaches A at once (the
+    # bridge's "decided" command, not A's periodic re-read every 2 s).
+    check = await pending_check(b.client, sid)
+    acked = time.monotonic()
+    response = await b.client.post(f"/v1/sessions/{sid}/safety-checks/{check['id']}/acknowledge")
+    assert response.status_code == 200, response.text
+
+    async def first_click_done() -> bool:
+        return types(await all_events(b.client, sid)).count("tool.result") == 1
+
+    await eventually(first_click_done, "the first click")
+    assert time.monotonic() - acked < 1.5
+
+    # The second click waits for its check: between the model's reply and the action.
+    second = await pending_check(b.client, sid)
+    before = await all_events(b.client, sid)
+    a.kill()
+    killed_at = datetime.now(UTC)
+
+    async def taken_over() -> bool:
+        return bool(resumed_events(await all_events(b.client, sid)))
+
+    await eventually(taken_over, "B to take the run over", within=LEASE_TTL_S + 10)
+    response = await b.client.post(f"/v1/sessions/{sid}/safety-checks/{second['id']}/acknowledge")
+    assert response.status_code == 200, response.text
+    run = await wait_for_run(b.client, sid, rid, within=20)
+    log = await all_events(b.client, sid)
+    assert log[: len(before)] == before
+    assert_gapless(log)
+    resumed = resumed_events(log)
+    assert [e["data"] for e in resumed] == [{"reason": "takeover", "replica": "replica-b"}]
+    assert (at(resumed[0]) - killed_at).total_seconds() < LEASE_TTL_S + 5
+    assert run["status"] == "completed" and run["output"] == "Done on B."
+    # Each click ran once: its intent record and its result, once each.
+    assert types(log).count("tool.call") == 2 and types(log).count("tool.result") == 2
+    assert len(anthropic_fake.requests) == 3 and anthropic_fake.script_errors == []

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,8 +59,11 @@ INLINE_MAX_WRITES = 8
 # a batch's transaction.
 SLICE_S = 0.005
 # How often a write whose seq another process took is tried again (each time with
-# the newest seq re-read): replicas appending to one session at the same moment.
-SEQ_CONFLICT_TRIES = 8
+# the newest seq re-read, after a random pause that grows with each try, so that two
+# writers hammering one session fall out of step): replicas appending to one session
+# at the same moment.
+SEQ_CONFLICT_TRIES = 32
+SEQ_CONFLICT_PAUSE_S = 0.002
 
 Apply = Callable[[AsyncSession], Awaitable[Any]]
 NewEvent = tuple[str, dict[str, Any]]
@@ -206,7 +210,9 @@ class EventLog:
             except Exception as exc:
                 self._last_seq.pop(write.session_id, None)
                 if _is_seq_conflict(exc) and attempt < SEQ_CONFLICT_TRIES:
-                    continue  # another process took that seq: re-read and try again
+                    # Another process took that seq: re-read and try again.
+                    await asyncio.sleep(random.uniform(0, SEQ_CONFLICT_PAUSE_S * attempt))
+                    continue
                 if not isinstance(exc, WriteRefused):
                     log.warning("event log write failed: %r", exc)
                 if not write.future.done():
