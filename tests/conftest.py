@@ -32,6 +32,19 @@ from tests.fakes.openai_server import FakeOpenAI
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
 
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    # pytest-randomly shuffles the tests and names its seed in the header, which -q hides and a
+    # long run scrolls away: name it again at the end, where a failure is read.
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and getattr(config.option, "randomly_reorganize", False):
+        terminalreporter.write_line(
+            f"tests ran in random order: replay it with --randomly-seed={seed}"
+            f" (make test PYTEST_ARGS=--randomly-seed={seed})"
+        )
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 

@@ -289,29 +289,58 @@ async def test_a_larger_screen_is_scaled_for_the_model_and_clicks_land_right(
 class Proc:
     pid: int
     ppid: int
+    comm: str  # /proc/<pid>/stat's command name (the executable's name, at most 15 characters)
     cmdline: str  # arguments joined by spaces (Chromium's helpers rewrite theirs that way)
-    exe: str
+    exe: str | None  # None: the link is not ours to read (EACCES/EPERM), see processes()
+
+    @property
+    def program(self) -> str:
+        """What it runs: its exe link or, when that is not readable, the program its command
+        line names (an absolute path for Chromium and its helpers), else its command name."""
+        if self.exe is not None:
+            return self.exe
+        program = self.cmdline.split(" ", 1)[0]
+        return os.path.realpath(program) if program.startswith("/") else self.comm
+
+
+# Reading /proc/<pid>/... of a process that is gone fails with ENOENT (FileNotFoundError)
+# or ESRCH (ProcessLookupError); nothing else means it exited. (A kernel thread's exe link
+# is ENOENT too: it has no executable, and is no process of ours either.)
+GONE = (FileNotFoundError, ProcessLookupError)
 
 
 def processes() -> dict[int, Proc]:
-    """Every live process visible in /proc (zombies excluded: they hold nothing but a pid)."""
+    """Every live process visible in /proc (zombies excluded: they hold nothing but a pid).
+
+    A process whose exe link cannot be read for lack of permission (EACCES/EPERM) is still
+    listed, with exe None: a leak check must count it, not skip it as if it had exited. Without
+    CAP_SYS_PTRACE (a container's default, even for root) that is any process of another user,
+    a non-dumpable one, or one holding capabilities the reader lacks: Chromium's browser
+    process, zygotes and network service, when they were started with more than we have.
+    """
     found: dict[int, Proc] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as f:
-                # The command name is in parentheses and may contain spaces: split after it.
-                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+                # The command name is in parentheses and may contain spaces: split around it.
+                head, tail = f.read().rsplit(")", 1)
+                state, ppid = tail.split()[:2]
+            if state == "Z":
+                continue
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            # Unreadable for a process already tearing down its memory (a Chromium
-            # helper exiting at that moment): it too exited while we looked.
-            exe = os.readlink(f"/proc/{name}/exe")
-        except (OSError, ValueError):
+            exe: str | None
+            try:
+                # ENOENT also for a process already tearing down its memory (a Chromium
+                # helper exiting at that moment): it exited while we looked.
+                exe = os.readlink(f"/proc/{name}/exe")
+            except PermissionError:
+                exe = None
+        except GONE:
             continue  # it exited while we looked
-        if state != "Z":
-            found[int(name)] = Proc(int(name), int(ppid), cmdline, exe)
+        found[int(name)] = Proc(int(name), int(ppid), head.split("(", 1)[1], cmdline, exe)
     return found
 
 
@@ -427,13 +456,13 @@ async def test_closed_sessions_and_a_stopped_service_leave_no_browser_behind(
         assert len(launched) == 1, f"expected one Chromium for all sessions, got {launched}"
         (root,) = launched
         profile = user_data_dir(procs[root])
-        chromium = procs[root].exe
+        chromium = procs[root].program
         driver = procs[root].ppid
         assert "run-driver" in procs[driver].cmdline  # Playwright's driver launched it
         ours = tree(procs, root)
         assert renderers(procs, ours)  # the sessions' pages live in this tree
-        assert all(procs[pid].exe == chromium for pid in ours), {
-            pid: (procs[pid].exe, procs[pid].cmdline[:120]) for pid in ours
+        assert all(procs[pid].program == chromium for pid in ours), {
+            pid: (procs[pid].program, procs[pid].cmdline[:120]) for pid in ours
         }
         # Every process using this profile belongs to the one tree.
         assert {p.pid for p in procs.values() if f"--user-data-dir={profile}" in p.cmdline} <= ours

@@ -93,6 +93,7 @@ class FakeKernel:
     """The fake Kernel API. Use as a context manager or call start()/stop()."""
 
     def __init__(self, *, api_key: str = "test-kernel-key", direct_vm: bool = True) -> None:
+        self._settings = (api_key, direct_vm)  # what reset() puts back
         self.api_key = api_key
         self.direct_vm = direct_vm
         self.create_delay = 0.0  # seconds a create is held back *after* the browser exists
@@ -122,11 +123,14 @@ class FakeKernel:
         self.stop()
 
     def reset(self) -> None:
+        """Forget every call, browser and fault, and put back the settings the server was made
+        with (api_key, direct_vm, create_delay): a shared server then starts each test as new."""
+        self.api_key, self.direct_vm = self._settings
+        self.create_delay = 0.0
         with self._lock:
             self._calls.clear()
             self._browsers.clear()
             self._faults.clear()
-        self.create_delay = 0.0
 
     @property
     def calls(self) -> list[KernelCall]:

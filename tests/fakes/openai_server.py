@@ -94,6 +94,14 @@ Responder = Callable[[RecordedRequest], ScriptedReply | Awaitable[ScriptedReply]
 
 
 @dataclass(frozen=True)
+class _Settings:
+    strict: bool
+    api_key: str | None
+    max_request_bytes: int
+    default_text: str
+
+
+@dataclass(frozen=True)
 class _Queued:
     reply: ScriptedReply | Responder
     delay: float
@@ -116,6 +124,8 @@ class FakeOpenAI:
         max_request_bytes: int = MAX_REQUEST_BYTES,
         default_text: str = "Done.",
     ) -> None:
+        # The knobs a test may change on a shared server; reset() puts these values back.
+        self._settings = _Settings(strict, api_key, max_request_bytes, default_text)
         self.strict = strict
         self.api_key = api_key
         self.max_request_bytes = max_request_bytes
@@ -193,7 +203,14 @@ class FakeOpenAI:
             self._delays.extend([seconds] * times)
 
     def reset(self) -> None:
-        """Forget everything scripted, recorded and issued (for a shared server)."""
+        """Forget everything scripted, recorded and issued, and put back the settings the
+        server was made with (strict, api_key, ...): a shared server then starts each test
+        as new."""
+        settings = self._settings
+        self.strict = settings.strict
+        self.api_key = settings.api_key
+        self.max_request_bytes = settings.max_request_bytes
+        self.default_text = settings.default_text
         with self._lock:
             self._requests.clear()
             self._sent.clear()

@@ -55,8 +55,7 @@ def shared_fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def fake(shared_fake: FakeAnthropic) -> FakeAnthropic:
-    shared_fake.reset()
-    shared_fake.strict = False
+    shared_fake.reset()  # strict and the other settings too
     return shared_fake
 
 
@@ -144,19 +143,16 @@ async def first_turn(
 # ----------------------------------------------------------------------- lifecycle
 
 
-async def test_starts_fast_serves_and_stops_cleanly() -> None:
-    started = time.perf_counter()
+async def test_starts_serves_and_stops_cleanly() -> None:
     fake = FakeAnthropic().start()
-    assert time.perf_counter() - started < 0.5
     port = int(fake.base_url.rsplit(":", 1)[1])
     async with anthropic.AsyncAnthropic(
         base_url=fake.base_url, api_key="k", max_retries=0
     ) as client:
         assert first_text(await ga_create(client, HI)) == "Done."
-    stopping = time.perf_counter()
     fake.stop()
-    assert time.perf_counter() - stopping < 1
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+    # Stopped: the port refuses connections.
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
         pass
 
 
@@ -168,11 +164,13 @@ async def test_shutdown_is_not_held_up_by_a_30s_delay() -> None:
     ) as client:
         call = asyncio.create_task(ga_create(client, HI))
         await fake.wait_for_requests(1)
-        stopping = time.perf_counter()
         await asyncio.to_thread(fake.stop)
-        assert time.perf_counter() - stopping < 2
-        with pytest.raises(anthropic.ServiceUnavailableError):  # 503 "shutting down"
+        # Answered at the stop, not after the delay: 503 "shutting down", not the 200.
+        with pytest.raises(anthropic.ServiceUnavailableError):
             await call
+    port = int(fake.base_url.rsplit(":", 1)[1])
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+        pass
 
 
 # ------------------------------------------------------------------------ the wire
@@ -262,6 +260,20 @@ async def test_empty_queue_answers_end_turn_or_500_when_strict(
         await ga_create(client, HI)
     assert "no scripted response" in (caught.value.api_message or "")
     assert fake.script_errors
+
+
+async def test_reset_puts_back_the_settings_a_test_changed(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    # A shared server outlives its tests: what one sets must not leak into the next.
+    fake.strict, fake.default_text, fake.max_request_bytes = True, "changed", 10
+    fake.api_key = "another-key"
+    with pytest.raises(anthropic.AuthenticationError):
+        await ga_create(client, HI)
+    fake.reset()
+    assert (fake.strict, fake.api_key, fake.default_text) == (False, None, "Done.")
+    assert first_text(await ga_create(client, HI)) == "Done."  # not strict, any key, any size
+    assert fake.script_errors == [] and len(fake.requests) == 1
 
 
 async def test_callable_replies_see_the_request(
@@ -384,11 +396,9 @@ async def test_delay_ends_when_the_client_gives_up(fake: FakeAnthropic) -> None:
     async with anthropic.AsyncAnthropic(
         base_url=fake.base_url, api_key="k", max_retries=0, timeout=0.3
     ) as client:
-        started = time.perf_counter()
         with pytest.raises(anthropic.APITimeoutError):
             await ga_create(client, HI)
-        assert time.perf_counter() - started < 2
-    await fake.wait_for_disconnects(1)
+    await fake.wait_for_disconnects(1)  # the server saw the client leave and stopped waiting
 
 
 async def test_cancelling_the_call_disconnects(

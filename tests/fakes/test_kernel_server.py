@@ -54,6 +54,19 @@ async def test_create_retrieve_delete(client: AsyncKernel, server: FakeKernel) -
         await client.browsers.retrieve("no-such-browser")
 
 
+async def test_reset_puts_back_the_settings_a_test_changed(
+    client: AsyncKernel, server: FakeKernel
+) -> None:
+    # The server is shared by the module: what one test sets must not leak into the next.
+    server.api_key, server.direct_vm, server.create_delay = "another-key", False, 30.0
+    with pytest.raises(kernel.AuthenticationError):
+        await new_browser(client)
+    server.reset()
+    assert (server.api_key, server.direct_vm, server.create_delay) == ("test-kernel-key", True, 0)
+    browser = await client.browsers.create()  # the client's key again, and no 30 s wait
+    assert browser.base_url and server.calls[-1].op == "create"
+
+
 @pytest.mark.parametrize(
     ("op", "params", "message"),
     [
