@@ -80,8 +80,9 @@ def cpu_s() -> float:
 
 
 async def baseline(fake_url: str, sessions: int, steps: int) -> Pass:
-    # Retries only for a dropped keep-alive connection (the service retries those too).
-    sdk = anthropic.AsyncAnthropic(base_url=fake_url, api_key="test-key", max_retries=2)
+    # No SDK retries, like the service's client: a failed call must fail the pass, not be
+    # absorbed (and timed) as a slow step.
+    sdk = anthropic.AsyncAnthropic(base_url=fake_url, api_key="test-key", max_retries=0)
     loop = AnthropicLoop(sdk)
 
     async def one(i: int) -> TimedContext:
@@ -145,10 +146,13 @@ async def main() -> None:
         "--single-passes", type=int, default=5, help="one-session runs, one after another"
     )
     parser.add_argument("--quick", action="store_true", help="10 steps, 20 concurrent sessions")
+    parser.add_argument(
+        "--database-url", help="the service's database (default: a fresh SQLite file)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.concurrent, args.single_passes = 10, 20, 1
-    url = await h.sqlite_url()
+    url = args.database_url or await h.sqlite_url()
     tune_gc_for_serving()  # the baseline's process collects as the service's does
     async with h.fake_provider(0.0, args.steps) as fake:
         await baseline(fake.url, 1, args.steps)  # warm-up (imports, connections)
