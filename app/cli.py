@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import logging
 import signal
 import socket
 import sys
@@ -71,6 +72,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_server(args: argparse.Namespace, settings: Settings) -> int:
+    # The service's own records (warnings, a lost lease, a failed run), each naming the
+    # replica that wrote it; uvicorn configures its own loggers.
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [{settings.replica_id}] %(name)s: %(message)s",
+    )
     _migrate(settings)
 
     import uvicorn  # imported here so `migrate` does not pay for it
@@ -106,7 +113,6 @@ def _run_server(args: argparse.Namespace, settings: Settings) -> int:
     # the drain succeeded. With this no-op one a drained stop exits 0, as supervisors expect.
     previous = signal.signal(signal.SIGTERM, _ignore_signal)
     try:
-        # One process per database in v1: the runner and the event broker live in it.
         DrainingServer(config).run()
     finally:
         signal.signal(signal.SIGTERM, previous)

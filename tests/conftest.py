@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from app.db.engine import create_engine, migrate
 from app.db.models import Base
@@ -50,10 +53,29 @@ def _sqlite_url(path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if TEST_DATABASE_URL:
-        return TEST_DATABASE_URL
-    return _sqlite_url(tmp_path_factory.mktemp("db") / "test.db")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """SQLite: a file of this run. Postgres: a database of this run, created on the server
+    TEST_DATABASE_URL names (through its database) and dropped at the end, so runs that
+    share a server never share tables."""
+    if not TEST_DATABASE_URL:
+        yield _sqlite_url(tmp_path_factory.mktemp("db") / "test.db")
+        return
+    base = make_url(TEST_DATABASE_URL)
+    name = f"{base.database or 'test'}_run_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
 
 
 @pytest.fixture(scope="session")
