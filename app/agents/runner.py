@@ -228,6 +228,7 @@ class Runner:
 
     def _start(self, run: repo.ClaimedRun, lease: Lease) -> None:
         reason = None if run.status == "queued" else self._resume_reason(run)
+        log.info("claimed run %s at epoch %d (%s)", run.run_id, run.epoch, reason or "queued")
         task = asyncio.create_task(
             self._supervise(run.session_id, run.run_id, reason), name=f"run-{run.run_id}"
         )
