@@ -82,6 +82,20 @@ class UsageTotals:
         return self.run_usage, self.run_turns, self.session_usage
 
 
+def last_executed_action(events: Sequence[Event]) -> dict[str, Any] | None:
+    """The last action of `events` (a run's tool.call and tool.result, in order) that
+    was executed, as `run.cancelled` reports it."""
+    calls: dict[str, Any] = {}
+    last: dict[str, Any] | None = None
+    for type_, data in events:
+        call_id = str(data.get("call_id"))
+        if type_ == "tool.call":
+            calls[call_id] = data.get("action")
+        elif type_ == "tool.result" and call_id in calls and not data.get("not_executed"):
+            last = {"call_id": call_id, "action": calls[call_id]}
+    return last
+
+
 class RunSuspended(Exception):
     """Raised from a checkpoint when the service drains: the run stops at a step
     boundary, stays `running` in the database, and resumes at the next start."""
@@ -476,7 +490,7 @@ class ServiceRunContext:
             if run is None or run.status != "awaiting_safety_check":
                 return []
             run.status = "running"
-            session = await db.get(SessionRow, session_id)
+            session = await db.get(SessionRow, session_id, with_for_update=True)
             if session is not None and session.status == "awaiting_safety_check":
                 session.status = "running"
             return [("run.resumed", {"reason": "safety_check_acknowledged", "call_id": call_id})]

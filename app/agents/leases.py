@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,7 +38,7 @@ class LeaseKeeper:
         ttl_s: float,
         renew_s: float,
         *,
-        on_lost: Callable[[str], None],
+        on_lost: Callable[[Lease], None],
         on_cancel_requested: Callable[[str, str], None],
     ) -> None:
         self._sessionmaker = sessionmaker
@@ -60,13 +60,15 @@ class LeaseKeeper:
         return self._held.get(run_id)
 
     async def claim(
-        self, limit: int, *, own_past: bool = False
+        self, limit: int, *, own_past: bool = False, running_here: Sequence[str] = ()
     ) -> list[tuple[repo.ClaimedRun, Lease]]:
         if limit <= 0:
             return []
         sent = time.monotonic()
         async with self._sessionmaker() as db, db.begin():
-            claimed = await repo.claim_runs(db, self.owner, limit, self.ttl_s, own_past=own_past)
+            claimed = await repo.claim_runs(
+                db, self.owner, limit, self.ttl_s, own_past=own_past, running_here=running_here
+            )
         out = []
         for run in claimed:
             lease = Lease(run.run_id, run.session_id, self.owner, run.epoch, self.ttl_s, sent)
@@ -74,12 +76,13 @@ class LeaseKeeper:
             out.append((run, lease))
         return out
 
-    def forget(self, run_id: str) -> None:
-        self._held.pop(run_id, None)
+    def forget(self, lease: Lease) -> None:
+        if self._held.get(lease.run_id) is lease:
+            del self._held[lease.run_id]
 
     async def release(self, lease: Lease) -> None:
         """Give the run up now (hand-off): another replica may claim it at once."""
-        self._held.pop(lease.run_id, None)
+        self.forget(lease)
         if lease.lost:
             return
         async with self._sessionmaker() as db, db.begin():
@@ -99,9 +102,10 @@ class LeaseKeeper:
         for lease in leases:
             if lease.run_id not in held:
                 lease.lost = True
-                if self._held.pop(lease.run_id, None) is not None:
+                if self._held.get(lease.run_id) is lease:
+                    del self._held[lease.run_id]
                     log.warning("lost the lease of run %s (epoch %d)", lease.run_id, lease.epoch)
-                    self._on_lost(lease.run_id)
+                    self._on_lost(lease)
                 continue
             lease.renewed(sent)
             reason = held[lease.run_id]
@@ -109,8 +113,13 @@ class LeaseKeeper:
                 self._on_cancel_requested(lease.run_id, reason)
 
     async def renew_one(self, lease: Lease) -> None:
-        """Renew `lease` now; LeaseLost when another replica holds the run."""
-        await self.renew([lease])
+        """Renew `lease` now; LeaseLost when another replica holds the run, or when the
+        database cannot say (the run then stops here, and is claimed again, by this
+        replica or another, once the lease lapses)."""
+        try:
+            await self.renew([lease])
+        except Exception as exc:
+            raise LeaseLost(f"the lease of run {lease.run_id} could not be renewed") from exc
         if lease.lost:
             raise LeaseLost(f"the lease of run {lease.run_id} was lost")
 
@@ -144,6 +153,7 @@ class FencedComputer:
         self._lease = lease
         self._keeper = keeper
         self.display = computer.display
+        self.acting = False  # an action is under way (shutdown lets it end)
 
     async def start(self) -> None:
         await self._computer.start()
@@ -165,4 +175,8 @@ class FencedComputer:
             await self._keeper.renew_one(self._lease)
             if not self._lease.may_act(self._keeper.action_margin_s):
                 raise LeaseLost(f"the lease of run {self._lease.run_id} cannot cover an action")
-        return await self._computer.execute(action)
+        self.acting = True
+        try:
+            return await self._computer.execute(action)
+        finally:
+            self.acting = False

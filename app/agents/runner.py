@@ -17,7 +17,6 @@ it; a run nobody owns is concluded by whoever received the command.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -37,7 +36,12 @@ from app.agents.base import (
     RunOutcome,
 )
 from app.agents.computers import SessionComputers
-from app.agents.context import RunSuspended, ServiceRunContext, UsageTotals
+from app.agents.context import (
+    RunSuspended,
+    ServiceRunContext,
+    UsageTotals,
+    last_executed_action,
+)
 from app.agents.leases import FencedComputer, LeaseKeeper
 from app.agents.retry import RetryPolicy
 from app.agents.safety import SafetyGate, check_event_data
@@ -64,6 +68,9 @@ USAGE_KEYS = (
 Signal = Callable[[AsyncSession, str], Awaitable[None]]
 # Cancel reasons that leave the run to another process instead of ending it.
 LEFT_FOR_OTHERS = ("shutdown", "lease_lost")
+CANCELLED_NOTE = "Interrupted: the run was cancelled."
+# At shutdown, how long an action under way may take to finish (it is never cut).
+ACTION_DRAIN_S = 30.0
 
 
 class RunConflict(WriteRefused):
@@ -82,6 +89,7 @@ class _Active:
     # What cancel() interrupts: the computer's start-up, then the provider loop.
     inner: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
+    computer: FencedComputer | None = None
 
 
 def run_config(session: SessionRow, run: RunRow, settings: Settings) -> RunConfig:
@@ -153,6 +161,7 @@ class Runner:
         self._claim_wake: asyncio.Event | None = None
         self._claimer: asyncio.Task[None] | None = None
         self._pending_cancels: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     # ---- starting runs ----------------------------------------------------------
 
@@ -160,7 +169,8 @@ class Runner:
         """Insert a queued run (409 semantics via RunConflict) and schedule it."""
 
         async def insert(db: AsyncSession) -> RunRow:
-            session = await db.get(SessionRow, session_id)
+            # Locked: a close or another run created on another replica waits for this.
+            session = await db.get(SessionRow, session_id, with_for_update=True)
             if session is None or session.status == "closed":
                 raise RunConflict("the session is closed")
             if session.active_run_id is not None:
@@ -178,10 +188,7 @@ class Runner:
             session.last_run_id = run_id
             session.status = "running"
             session.updated_at = utcnow()
-            if self.signal is not None and (
-                self.draining or len(self._active) >= self._settings.max_active_runs
-            ):
-                await self.signal(db, "work")  # no room here: another replica takes it
+            await self.queued(db)
             return run
 
         _, run = await self._log.transact(
@@ -189,6 +196,14 @@ class Runner:
         )
         self.wake()
         return run  # type: ignore[no-any-return]
+
+    async def queued(self, db: AsyncSession) -> None:
+        """A run is queued in `db`'s transaction: with no room here, the other replicas
+        hear of it when it commits (the claim loop here is woken by `wake`)."""
+        if self.signal is not None and (
+            self.draining or len(self._active) >= self._settings.max_active_runs
+        ):
+            await self.signal(db, "work")
 
     def wake(self) -> None:
         """A run was queued or room was made: claim work now, not at the next interval."""
@@ -205,28 +220,33 @@ class Runner:
     async def _claim_forever(self) -> None:
         assert self._claim_wake is not None
         own_past = True  # once: the runs a previous life of this REPLICA_ID held
-        # On SQLite this is the only process: runs are queued by it and it wakes itself.
-        interval = None if self._settings.is_sqlite else self._settings.claim_interval_s
-        while True:
+        # Woken when a run is queued or ends; on a timer for the runs queued or left by
+        # other replicas, and for this one's own runs whose lease lapsed.
+        while not self.draining:
             self._claim_wake.clear()
             try:
                 while not self.draining:
                     room = self._settings.max_active_runs - len(self._active)
-                    claimed = await self.leases.claim(room, own_past=own_past)
+                    claimed = await self.leases.claim(
+                        room, own_past=own_past, running_here=list(self._active)
+                    )
                     own_past = False
                     for run, lease in claimed:
                         self._start(run, lease)
                     if len(claimed) < room or room <= 0:
                         break
-            except Exception as exc:  # the database is away: try again at the next wake
+            except Exception as exc:  # the database is away (or locked): try again soon
                 log.warning("claiming runs failed: %r", exc)
             try:
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(self._settings.claim_interval_s):
                     await self._claim_wake.wait()
             except TimeoutError:
                 pass
 
     def _start(self, run: repo.ClaimedRun, lease: Lease) -> None:
+        if run.run_id in self._active:  # cannot happen (claims skip them): never twice
+            log.error("run %s claimed while it runs here", run.run_id)
+            return
         reason = None if run.status == "queued" else self._resume_reason(run)
         log.info("claimed run %s at epoch %d (%s)", run.run_id, run.epoch, reason or "queued")
         task = asyncio.create_task(
@@ -252,6 +272,7 @@ class Runner:
         requested = False
         deadline = time.monotonic() + 2 * self._settings.lease_ttl_s + 5
         delay = 0.01
+        unowned = True  # worth trying to conclude it here
         while True:
             active = self._active.get(run_id)
             if active is not None:
@@ -259,13 +280,16 @@ class Runner:
                 if active.inner is not None:
                     active.inner.cancel()
                 await asyncio.shield(active.outer)
-                return
-            # Queued, or its owner is gone: conclude it here, fencing the owner out.
-            try:
-                await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
-                return
-            except RunOwnedElsewhere:
-                pass
+                if active.cancel_reason not in LEFT_FOR_OTHERS:
+                    return
+                continue  # it was left for another replica: cancel it there
+            if unowned:
+                # Queued, or its owner is gone: conclude it here, fencing the owner out.
+                try:
+                    await self._cancel_unowned(session_id, run_id)
+                    return
+                except RunOwnedElsewhere:
+                    pass
             # A live replica runs it (maybe this one, whose claim is in flight): ask it.
             if not requested:
                 await self._request_cancel(run_id, reason)
@@ -273,12 +297,34 @@ class Runner:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
             async with self._sessionmaker() as db:
-                run = await db.get(RunRow, run_id)
-            if run is None or run.status in repo.TERMINAL_RUN_STATUSES:
+                found = await repo.run_lease_state(db, run_id, self.replica)
+            if found is None or found[0] in repo.TERMINAL_RUN_STATUSES:
                 return
+            unowned = not found[1]  # its owner's lease lapsed: no one will carry it out
             if time.monotonic() > deadline:
                 log.warning("run %s: its owner did not carry out the cancel", run_id)
                 return
+
+    async def _cancel_unowned(self, session_id: str, run_id: str) -> None:
+        """Conclude a run no live replica holds as its owner would have: the transcript
+        of its last checkpoint repaired, its last executed action reported.
+        RunOwnedElsewhere when a live replica holds it after all."""
+        async with self._sessionmaker() as db:
+            session = await db.get(SessionRow, session_id)
+            run = await db.get(RunRow, run_id)
+            earlier = await repo.list_run_events(
+                db, session_id, run_id, ("tool.call", "tool.result")
+            )
+        state = None
+        if session is not None and run is not None and run.status != "queued":
+            try:
+                loop = self._loops(session.provider)
+            except (ProviderError, ValueError):  # not configured here: left as it is
+                loop = None
+            if loop is not None:
+                state = loop.repair(dict(session.agent_state or {}), CANCELLED_NOTE)
+        last = last_executed_action([(e.type, e.data) for e in earlier])
+        await self._finish(session_id, run_id, "cancelled", "cancelled", None, None, state, last)
 
     async def _request_cancel(self, run_id: str, reason: str) -> None:
         async with self._sessionmaker() as db, db.begin():
@@ -293,6 +339,8 @@ class Runner:
 
     def on_signal(self, message: str) -> None:
         """A command from another replica (through the LISTEN bridge)."""
+        if self._stopped:
+            return
         verb, _, rest = message.partition(" ")
         if verb == "work":
             self.wake()
@@ -301,11 +349,17 @@ class Runner:
             self._cancel_requested(run_id, reason or "cancelled")
         elif verb == "decided":
             self.safety_gate.notify(rest)
-        elif verb == "release":
-            if not any(a.session_id == rest for a in self._active.values()):
-                task = asyncio.create_task(self._computers.release(rest))
-                self._pending_cancels.add(task)
-                task.add_done_callback(self._pending_cancels.discard)
+        elif verb in ("release", "leave"):
+            # release: the session was closed; leave: its run goes on in `sender`.
+            session_id, _, sender = rest.partition(" ")
+            if sender == self.replica or any(
+                a.session_id == session_id for a in self._active.values()
+            ):
+                return
+            act = self._computers.release if verb == "release" else self._computers.leave
+            task = asyncio.create_task(act(session_id))
+            self._pending_cancels.add(task)
+            task.add_done_callback(self._pending_cancels.discard)
 
     def _cancel_requested(self, run_id: str, reason: str) -> None:
         active = self._active.get(run_id)
@@ -315,10 +369,10 @@ class Runner:
         self._pending_cancels.add(task)
         task.add_done_callback(self._pending_cancels.discard)
 
-    def _lease_lost(self, run_id: str) -> None:
+    def _lease_lost(self, lease: Lease) -> None:
         """Another replica claimed the run: stop it here without another write or action."""
-        active = self._active.get(run_id)
-        if active is None:
+        active = self._active.get(lease.run_id)
+        if active is None or active.lease is not lease:
             return
         active.cancel_reason = "lease_lost"
         if active.inner is not None:
@@ -355,8 +409,9 @@ class Runner:
                 log.warning("run %s lost its lease; stopped here: another replica holds it", run_id)
             if active.cancel_reason in LEFT_FOR_OTHERS:
                 await self._leave(active)
-            self.leases.forget(run_id)
-            self._active.pop(run_id, None)
+            self.leases.forget(active.lease)
+            if self._active.get(run_id) is active:
+                del self._active[run_id]
             self.safety_gate.forget(run_id)
             self.wake()
 
@@ -384,11 +439,16 @@ class Runner:
             return
         if run.cancel_requested is not None and active.cancel_reason is None:
             active.cancel_reason = run.cancel_requested  # asked while it was being claimed
+        if active.cancel_reason in LEFT_FOR_OTHERS:
+            return
         if active.cancel_reason is not None:
             await finish(session_id, run_id, "cancelled", "cancelled", None, None, None)
             return
         config = run_config(session, run, self._settings)
         state: dict[str, Any] = dict(session.agent_state or {})
+        # The session's computer lives in this replica from now on: one another replica
+        # kept from an earlier run is left there (a remote browser stays up for this one).
+        await self.announce(f"leave {session_id} {self.replica}")
         try:
             loop = self._loops(session.provider)
             # The browser itself stops navigations to the session's blocked domains.
@@ -404,7 +464,7 @@ class Runner:
             if active.cancel_reason is not None:
                 acquiring.cancel()
             computer = await acquiring
-            await self._remember_remote(session, computer)
+            await self._remember_remote(session, computer, lease)
         except asyncio.CancelledError:
             if active.cancel_reason is None:
                 raise  # this supervisor itself was cancelled
@@ -432,7 +492,7 @@ class Runner:
 
         async def mark_running(db: AsyncSession) -> None:
             await repo.update_run(db, run_id, status="running", started_at=started_at)
-            row = await db.get(SessionRow, session_id)
+            row = await db.get(SessionRow, session_id, with_for_update=True)
             if row is not None and row.status != "closed":  # a closed session stays closed
                 row.status, row.updated_at = "running", utcnow()
 
@@ -447,9 +507,10 @@ class Runner:
             return
         await self._log.append(session_id, run_id, [event], mark_running, lease=lease)
 
+        active.computer = FencedComputer(computer, lease, self.leases)
         ctx = ServiceRunContext(
             config,
-            FencedComputer(computer, lease, self.leases),
+            active.computer,
             self._log,
             self._sessionmaker,
             self._policy,
@@ -481,7 +542,7 @@ class Runner:
             await asyncio.wait({active.inner})
         await self._conclude(active, loop, ctx)
 
-    async def _remember_remote(self, session: SessionRow, computer: Computer) -> None:
+    async def _remember_remote(self, session: SessionRow, computer: Computer, lease: Lease) -> None:
         """A remote browser (kernel) is kept by its id, so a later process re-attaches
         to it instead of creating another; store the id when it changed."""
         backend = self._computers.get(session.id) or computer
@@ -494,7 +555,7 @@ class Runner:
         async def save(db: AsyncSession) -> None:
             await repo.update_session(db, session.id, computer=spec)
 
-        await self._log.append(session.id, None, apply=save)
+        await self._log.append(session.id, None, apply=save, lease=lease)
 
     async def _conclude(self, active: _Active, loop: AgentLoop, ctx: ServiceRunContext) -> None:
         inner = active.inner
@@ -517,7 +578,7 @@ class Runner:
         if isinstance(exc, LeaseLost) or active.lease.lost:
             active.cancel_reason = "lease_lost"  # another replica goes on with it
             return
-        if isinstance(exc, RunSuspended):
+        if isinstance(exc, RunSuspended) and reason is None:
             active.cancel_reason = "shutdown"  # stopped at a step boundary: handed off
             return
         if inner.cancelled() or reason is not None:
@@ -528,7 +589,7 @@ class Runner:
             note = (
                 "Interrupted: the run hit its time limit."
                 if reason == "time_limit"
-                else "Interrupted: the run was cancelled."
+                else CANCELLED_NOTE
             )
             state = loop.repair(ctx.state, note)
             if reason == "time_limit":
@@ -639,7 +700,7 @@ class Runner:
                 return None
             run.status, run.stop_reason, run.output = status, stop_reason, output
             run.error, run.ended_at = error, now
-            session = await db.get(SessionRow, session_id)
+            session = await db.get(SessionRow, session_id, with_for_update=True)
             if session is not None:
                 if session.active_run_id == run_id:
                     session.active_run_id = None
@@ -676,20 +737,22 @@ class Runner:
         released as it stops, for another replica (or the next start) to go on with."""
         self.draining = True
         if self._claimer is not None:
-            self._claimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._claimer
+            self.wake()  # it ends after the claim under way, if any (whose runs start)
+            await self._claimer
             self._claimer = None
         outers = [a.outer for a in self._active.values()]
         if outers:
             await asyncio.wait(outers, timeout=grace_s)
         for active in list(self._active.values()):
             active.cancel_reason = active.cancel_reason or "shutdown"
-            if active.inner is not None:
+            # A model call is abandoned (the next owner asks again); an action under way
+            # is not cut: it ends, its result is committed, and the run stops there.
+            if active.inner is not None and not (active.computer and active.computer.acting):
                 active.inner.cancel()
         outers = [a.outer for a in self._active.values()]
         if outers:
-            await asyncio.wait(outers, timeout=5)
+            await asyncio.wait(outers, timeout=ACTION_DRAIN_S)
+        self._stopped = True
         for task in list(self._pending_cancels):
             task.cancel()
         await self.leases.stop()

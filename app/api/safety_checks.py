@@ -44,7 +44,7 @@ async def _decide(
     now = utcnow()
 
     async def decide(db: AsyncSession) -> tuple[str, Any]:
-        row = await repo.get_safety_check(db, session_id, check_id)
+        row = await repo.get_safety_check(db, session_id, check_id, for_update=True)
         if row is None:
             return "missing", None
         if row.status == "pending" and row.expires_at is not None and row.expires_at <= now:

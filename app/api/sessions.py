@@ -115,6 +115,7 @@ async def create_session(
                 created_at=now,
             )
             db.add(run)
+            await services.runner.queued(db)
         return session, run
 
     events: list[tuple[str, dict[str, Any]]] = [
@@ -176,7 +177,7 @@ async def close_session(
         await services.computers.release(session_id)
 
         async def close(db_: AsyncSession) -> tuple[bool, str | None]:
-            row = await db_.get(SessionRow, session_id)
+            row = await db_.get(SessionRow, session_id, with_for_update=True)
             if row is None or row.status == "closed":
                 return False, None
             if row.active_run_id is not None and row.active_run_id not in cancelled:

@@ -233,7 +233,13 @@ class ClaimedRun:
 
 
 async def claim_runs(
-    db: AsyncSession, owner: str, limit: int, ttl_s: float, *, own_past: bool = False
+    db: AsyncSession,
+    owner: str,
+    limit: int,
+    ttl_s: float,
+    *,
+    own_past: bool = False,
+    running_here: Sequence[str] = (),
 ) -> list[ClaimedRun]:
     """Take up to `limit` runs, oldest first, at a new epoch: queued runs, runs whose
     lease was released (hand-off) or lapsed, and with `own_past` those a previous
@@ -247,7 +253,13 @@ async def claim_runs(
         claimable = or_(claimable, RunRow.lease_owner != owner)
     picked = await db.execute(
         select(RunRow.id, RunRow.lease_owner)
-        .where(RunRow.status.in_(UNFINISHED_RUN_STATUSES), claimable)
+        .where(
+            RunRow.status.in_(UNFINISHED_RUN_STATUSES),
+            claimable,
+            # A run this process still executes (its lease lapsed while the database was
+            # away) is not claimed again: it is fenced, stops, and is claimed afterwards.
+            RunRow.id.not_in(list(running_here)),
+        )
         .order_by(RunRow.created_at, RunRow.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -313,6 +325,16 @@ async def take_unowned_run(db: AsyncSession, run_id: str, owner: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return getattr(result, "rowcount", 0) == 1
+
+
+async def run_lease_state(db: AsyncSession, run_id: str, owner: str) -> tuple[str, bool] | None:
+    """(status, whether a replica's lease on it is live) of a run; None if no such run.
+    On SQLite only `owner` (this process) can hold a live lease."""
+    alive: ColumnElement[bool] = RunRow.lease_owner == owner
+    if db.get_bind().dialect.name == "postgresql":
+        alive = RunRow.lease_owner.is_not(None) & (RunRow.lease_expires_at >= db_now(db))
+    row = (await db.execute(select(RunRow.status, alive).where(RunRow.id == run_id))).first()
+    return None if row is None else (str(row[0]), bool(row[1]))
 
 
 async def request_cancel(db: AsyncSession, run_id: str, reason: str) -> bool:
@@ -440,13 +462,14 @@ async def safety_checks_for_call(
 
 
 async def get_safety_check(
-    db: AsyncSession, session_id: str, check_id: str
+    db: AsyncSession, session_id: str, check_id: str, *, for_update: bool = False
 ) -> SafetyCheckRow | None:
-    return await db.scalar(
-        select(SafetyCheckRow).where(
-            SafetyCheckRow.id == check_id, SafetyCheckRow.session_id == session_id
-        )
+    """The check; with `for_update`, locked until the transaction ends (a decision on one
+    replica and the run's expiry on another must not both win)."""
+    stmt = select(SafetyCheckRow).where(
+        SafetyCheckRow.id == check_id, SafetyCheckRow.session_id == session_id
     )
+    return await db.scalar(stmt.with_for_update() if for_update else stmt)
 
 
 async def expire_pending_checks(
@@ -458,7 +481,7 @@ async def expire_pending_checks(
     )
     if call_id is not None:
         stmt = stmt.where(SafetyCheckRow.call_id == call_id)
-    rows = list(await db.scalars(stmt))
+    rows = list(await db.scalars(stmt.with_for_update()))
     for row in rows:
         row.status = "expired"
         row.decided_at = now

@@ -41,6 +41,7 @@ COMMANDS_CHANNEL = "agent_sessions_commands"
 APPLICATION_NAME = "agent-sessions-listen"
 PAGE = 500
 PEER_CHECK_S = 2.0
+JOIN_CATCH_UP_S = 1.0
 BACKOFF_MAX_S = 5.0
 
 
@@ -108,7 +109,13 @@ class ListenBridge:
                 await connection.execute(f"NOTIFY {COMMANDS_CHANNEL}, 'hello'")
                 self._catch_up_all()
                 self._on_command("work")  # commands may have been missed meanwhile
-                await self._watch(connection, lost)
+                # Once more when every peer has heard the hello: what they committed
+                # before it came with no NOTIFY.
+                later = asyncio.get_running_loop().call_later(JOIN_CATCH_UP_S, self._catch_up_all)
+                try:
+                    await self._watch(connection, lost)
+                finally:
+                    later.cancel()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -163,10 +170,10 @@ class ListenBridge:
         self._fetch(session_id, first - 1 if known is None else known)
 
     def _catch_up_all(self) -> None:
+        """Every stream here may have missed events (no NOTIFY reached this process for
+        a while): each re-reads the database from its own cursor."""
         for session_id in self._broker.subscribed_sessions():
-            known = self._broker.last_published(session_id)
-            if known is not None:
-                self._fetch(session_id, known)
+            self._broker.lag(session_id)
 
     def _fetch(self, session_id: str, after: int) -> None:
         """Read and publish the session's events after `after`, one reader per session
@@ -191,7 +198,8 @@ class ListenBridge:
                         cursor = page[-1].seq
                     if len(page) < PAGE:
                         break
-        except Exception as exc:  # the streams re-read the database on their own
+        except Exception as exc:
             log.warning("reading the events of %s failed: %r", session_id, exc)
+            self._broker.lag(session_id)  # its streams read them themselves
         finally:
             self._fetching.pop(session_id, None)

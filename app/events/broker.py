@@ -33,6 +33,15 @@ class Subscription:
         except asyncio.QueueFull:
             self.lagged = True
 
+    def lag(self) -> None:
+        """Make the reader re-read the database from its cursor now (what was published
+        here may have missed events: the LISTEN bridge lost its connection)."""
+        self.lagged = True
+        try:
+            self.queue.put_nowait(None)  # wakes a waiting reader; `lagged` says why
+        except asyncio.QueueFull:
+            pass  # the reader is busy with the queue and sees `lagged` when it ends
+
     def close(self) -> None:
         """Wake the reader and tell it the service is shutting down."""
         self.closed = True
@@ -130,6 +139,11 @@ class Broker:
 
     def subscribed_sessions(self) -> list[str]:
         return list(self._subs)
+
+    def lag(self, session_id: str) -> None:
+        """Every stream of the session re-reads the database from its own cursor."""
+        for sub in tuple(self._subs.get(session_id, ())):
+            sub.lag()
 
     def subscriber_count(self, session_id: str | None = None) -> int:
         if session_id is not None:
