@@ -441,3 +441,54 @@ async def test_decisions_on_b_reach_a_and_a_kill_between_reply_and_action_runs_i
     # Each click ran once: its intent record and its result, once each.
     assert types(log).count("tool.call") == 2 and types(log).count("tool.result") == 2
     assert len(anthropic_fake.requests) == 3 and anthropic_fake.script_errors == []
+
+
+# ---- commands racing on two replicas ------------------------------------------------------------
+
+
+async def test_runs_created_at_once_on_two_replicas_give_one_run_and_one_conflict(
+    replicas: Launcher, anthropic_fake: FakeAnthropic
+) -> None:
+    a = await replicas.start(REPLICA_ID="replica-a")
+    b = await replicas.start(REPLICA_ID="replica-b")
+    anthropic_fake.strict = False  # every run just answers with the default text
+    sessions = [(await create_session(a.client))["id"] for _ in range(10)]
+    for sid in sessions:  # each session idle: its first run (none here) ended
+        assert (await a.client.get(f"/v1/sessions/{sid}")).json()["status"] == "idle"
+
+    async def create(client: httpx.AsyncClient, sid: str) -> int:
+        response = await client.post(f"/v1/sessions/{sid}/runs", json={"input": "go"})
+        return response.status_code
+
+    for sid in sessions:
+        codes = await asyncio.gather(create(a.client, sid), create(b.client, sid))
+        assert sorted(codes) == [202, 409], codes
+        runs = (await b.client.get(f"/v1/sessions/{sid}/runs")).json()["data"]
+        assert len(runs) == 1
+
+
+async def test_a_cancel_for_a_dead_owners_run_is_concluded_by_the_receiver(
+    replicas: Launcher, anthropic_fake: FakeAnthropic
+) -> None:
+    anthropic_fake.enqueue(tool_use_message(click()))
+    anthropic_fake.enqueue(text_message("lost with the process"), delay=LONG_S)
+
+    # B takes no runs (and so does not take this one over): every slot is busy there.
+    a = await replicas.start(REPLICA_ID="replica-a")
+    session = await create_session(a.client, task="click, then wait")
+    sid, rid = session["id"], session["active_run_id"]
+    await in_model_call(anthropic_fake, 2)
+    b = await replicas.start(REPLICA_ID="replica-b", CLAIM_INTERVAL_S="600")
+    a.kill()
+    started = time.monotonic()
+    response = await b.client.post(f"/v1/sessions/{sid}/runs/{rid}/cancel")
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    # Concluded once the dead owner's lease lapsed, not after the give-up deadline.
+    assert time.monotonic() - started < LEASE_TTL_S + 3
+    log = await all_events(b.client, sid)
+    assert_gapless(log)
+    cancelled = log[-1]
+    assert cancelled["type"] == "run.cancelled"
+    first_call = next(e for e in log if e["type"] == "tool.call")
+    assert cancelled["data"]["last_action_executed"]["call_id"] == first_call["data"]["call_id"]
+    assert (await b.client.get(f"/v1/sessions/{sid}")).json()["status"] == "idle"
