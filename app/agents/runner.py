@@ -64,7 +64,8 @@ USAGE_KEYS = (
 
 
 # A signal to the other replicas (the LISTEN bridge's NOTIFY), sent in the caller's
-# transaction: "cancel <run_id> <reason>", "decided <run_id>", "work", "release <sid>".
+# transaction: "cancel <run_id> <reason>", "decided <run_id>", "work", "release <sid>",
+# "leave <sid> <replica>".
 Signal = Callable[[AsyncSession, str], Awaitable[None]]
 # Cancel reasons that leave the run to another process instead of ending it.
 LEFT_FOR_OTHERS = ("shutdown", "lease_lost")

@@ -9,12 +9,12 @@ One connection per process LISTENs on two channels:
   whichever replica appends. Notifications for events already published here
   (this process's own commits) cost nothing but the check.
 - `agent_sessions_commands`: short commands for the runner ("cancel <run> <reason>",
-  "decided <run>", "work", "release <session>"), sent in the transaction that
-  commits what they announce.
+  "decided <run>", "work", "release <session>", "leave <session> <replica>"), sent in
+  the transaction that commits what they announce.
 
-A lost connection is re-established with backoff; every session with
-subscribers then catches up from the database (streams also repair any gap
-themselves: app/events/sse.py), and `/readyz` answers 503 meanwhile. The
+A lost connection is re-established with backoff; every stream here then re-reads
+the database from its own cursor (again a second later, when every peer has heard
+this replica's "hello"), and `/readyz` answers 503 meanwhile. The
 bridge also counts the other replicas' LISTEN connections every few seconds:
 alone, this replica sends no NOTIFY at all (one statement less per commit).
 """
