@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pytest
 
 SERVE = Path(sys.executable).with_name("agent-sessions")
 # A cold start imports the SDKs and migrates; generous, because CI machines may be loaded.
@@ -26,6 +27,29 @@ START_TIMEOUT_S = 60.0
 # leak into the service under test. The process also runs in a temporary directory, so it reads
 # no `.env` file.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PLAYWRIGHT_BROWSERS_PATH")
+
+
+# The tests that need several processes on one database run in the Postgres pass only.
+POSTGRES_ONLY = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
+    reason="needs Postgres: runs in the Postgres pass (TEST_DATABASE_URL)",
+)
+
+
+def service_env(database_url: str, anthropic_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a service process under test: only INHERITED_ENV from this one,
+    the database, the fake Anthropic server and the fake computer, then `settings`."""
+    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env.update(
+        DATABASE_URL=database_url,
+        ANTHROPIC_API_KEY="test",
+        ANTHROPIC_BASE_URL=anthropic_url,
+        ENABLE_FAKE_COMPUTER="true",
+        API_KEYS="",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(settings)
+    return env
 
 
 def free_port() -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -47,16 +46,16 @@ from tests.fakes.anthropic_server import (
     text_message,
     tool_use_message,
 )
-from tests.processes import INHERITED_ENV, Launcher, ServiceProcess, all_events, eventually
+from tests.processes import (
+    POSTGRES_ONLY,
+    Launcher,
+    ServiceProcess,
+    all_events,
+    eventually,
+    service_env,
+)
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not TEST_DATABASE_URL.startswith("postgresql"),
-        reason="replicas need Postgres: runs in the Postgres pass (TEST_DATABASE_URL)",
-    ),
-]
+pytestmark = [pytest.mark.slow, POSTGRES_ONLY]
 
 LEASE_TTL_S = 3.0
 LONG_S = 30.0
@@ -67,19 +66,14 @@ async def replicas(
     clean_db: str, anthropic_fake: FakeAnthropic, tmp_path: Path
 ) -> AsyncIterator[Launcher]:
     anthropic_fake.strict = True  # a request sent twice finds no scripted reply: it fails
-    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-    env.update(
-        DATABASE_URL=clean_db,
-        ANTHROPIC_API_KEY="test",
-        ANTHROPIC_BASE_URL=anthropic_fake.base_url,
-        ENABLE_FAKE_COMPUTER="true",
-        API_KEYS="",
+    env = service_env(
+        clean_db,
+        anthropic_fake.base_url,
         PROVIDER_MAX_RETRIES="0",
         SHUTDOWN_GRACE_S="2",
         LEASE_TTL_S=str(LEASE_TTL_S),
         LEASE_RENEW_S="0.5",
         CLAIM_INTERVAL_S="0.2",
-        PYTHONUNBUFFERED="1",
     )
     launcher = Launcher(env, tmp_path)
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import threading
 import time
@@ -48,7 +47,7 @@ from tests.fakes.anthropic_server import (
     text_message,
     tool_use_message,
 )
-from tests.processes import INHERITED_ENV, Launcher, all_events, eventually, free_port
+from tests.processes import Launcher, all_events, eventually, free_port, service_env
 
 pytestmark = pytest.mark.slow
 
@@ -69,18 +68,13 @@ def strict_fake(anthropic_fake: FakeAnthropic) -> FakeAnthropic:
 async def launch(
     clean_db: str, strict_fake: FakeAnthropic, tmp_path: Path
 ) -> AsyncIterator[Launcher]:
-    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-    env.update(
-        DATABASE_URL=clean_db,
-        ANTHROPIC_API_KEY="test",
-        ANTHROPIC_BASE_URL=strict_fake.base_url,
-        ENABLE_FAKE_COMPUTER="true",
-        API_KEYS="",
+    env = service_env(
+        clean_db,
+        strict_fake.base_url,
         PROVIDER_MAX_RETRIES="2",
         PROVIDER_BACKOFF_INITIAL_S="0.05",
         PROVIDER_BACKOFF_MAX_S="0.2",
         SHUTDOWN_GRACE_S=str(GRACE_S),
-        PYTHONUNBUFFERED="1",
         REPLICA_ID="restarted-replica",  # the same replica, restarted: no lease to wait out
     )
     launcher = Launcher(env, tmp_path)

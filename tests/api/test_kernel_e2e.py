@@ -109,9 +109,10 @@ async def test_a_restart_reattaches_to_the_same_kernel_browser(
     anthropic_fake.enqueue(text_message("interrupted by the restart"), delay=30)
     async with ServiceServer(settings) as first:
         busy = await create_session(first.client, task="look", computer=KERNEL_COMPUTER)
-        idle = await create_session(first.client, task="quick", computer=KERNEL_COMPUTER)
         await anthropic_fake.wait_for_requests(1)  # `busy` is in its model call
+        # Only now: runs start in parallel, so the first request must be busy's.
         anthropic_fake.enqueue(text_message("quick done"))
+        idle = await create_session(first.client, task="quick", computer=KERNEL_COMPUTER)
         await wait_for_run(first.client, idle["id"], idle["active_run_id"])
         stored = (await first.client.get(f"/v1/sessions/{busy['id']}")).json()["computer"]
     by_id = {b.session_id: b for b in kernel_fake.browsers}

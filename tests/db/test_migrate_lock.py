@@ -23,13 +23,11 @@ from sqlalchemy.engine import make_url
 
 import app.db.engine as engine_module
 from app.db.engine import MIGRATION_LOCK_KEY, create_engine, migrate, migrations_current
+from tests.processes import POSTGRES_ONLY
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 
-pytestmark = pytest.mark.skipif(
-    not TEST_DATABASE_URL.startswith("postgres"),
-    reason="Postgres only: runs in the Postgres pass (TEST_DATABASE_URL)",
-)
+pytestmark = POSTGRES_ONLY
 
 CLI = Path(sys.executable).with_name("agent-sessions")
 REPLICAS = 4

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,15 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db import repositories as repo
 from app.events.log import EventLog
 from tests.events.conftest import new_session
+from tests.processes import POSTGRES_ONLY
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not TEST_DATABASE_URL.startswith("postgresql"),
-        reason="several writers need Postgres: runs in the Postgres pass (TEST_DATABASE_URL)",
-    ),
-]
+pytestmark = [pytest.mark.slow, POSTGRES_ONLY]
 
 PER_PROCESS = 300
 
