@@ -1,10 +1,13 @@
-"""Run every benchmark of issue 5 (1-7) one after another, each in its own process.
+"""Run every benchmark of issue 5 (1-7) one after another, each in its own process,
+and with a Postgres URL also bench.replicas (SPEC v2.1, Postgres only).
 
-    .venv/bin/python -m bench.run_all [--quick] [--database-url URL]
+    .venv/bin/python -m bench.run_all [--quick] [--database-url URL] [--only a,b]
 
 Without --database-url, each runs on a fresh SQLite file; with a Postgres URL, the
 same database is used by every benchmark (its tables are wiped: never point it at a
-database you need). `--quick` is a short smoke version (seconds instead of minutes;
+database you need), except bench.replicas, which only connects to it to create and
+drop scratch databases of its own (`--only replicas` without a URL uses its default,
+the local Postgres). `--quick` is a short smoke version (seconds instead of minutes;
 its figures are not measurements). Exits non-zero as soon as one benchmark does
 (a lost or duplicated event, or a crash).
 """
@@ -23,6 +26,7 @@ FULL: dict[str, list[str]] = {
     "cancel_latency": [],
     "request_size": [],
     "capacity": [],
+    "replicas": [],
 }
 QUICK: dict[str, list[str]] = {
     "event_append": ["--seconds", "2", "--rate", "1000"],
@@ -32,9 +36,12 @@ QUICK: dict[str, list[str]] = {
     "cancel_latency": ["--quick"],
     "request_size": ["--quick"],
     "capacity": ["--quick"],
+    "replicas": ["--quick"],
 }
 # The benchmarks that take --database-url (the others run on a fresh SQLite file).
-TAKES_DATABASE = frozenset({"event_append", "sse_fanout", "resume"})
+TAKES_DATABASE = frozenset({"event_append", "sse_fanout", "resume", "replicas"})
+# Run by default only when --database-url is a Postgres URL.
+POSTGRES_ONLY = frozenset({"replicas"})
 
 
 def main() -> int:
@@ -44,7 +51,12 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(FULL))
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    names = args.only.split(",") if args.only else list(plan)
+    on_postgres = (args.database_url or "").startswith("postgres")
+    names = (
+        args.only.split(",")
+        if args.only
+        else [name for name in plan if on_postgres or name not in POSTGRES_ONLY]
+    )
     for name in names:
         argv = [sys.executable, "-m", f"bench.{name}", *plan[name]]
         if args.database_url and name in TAKES_DATABASE:
