@@ -440,11 +440,6 @@ async def test_decisions_on_b_reach_a_and_a_kill_between_reply_and_action_runs_i
 # ---- commands racing on two replicas ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="flaky: 1 of 3 full runs still saw [202, 202]; a run created at once on two "
-    "replicas is not yet fully serialized (see the closing note of issue 10)",
-    strict=False,
-)
 async def test_runs_created_at_once_on_two_replicas_give_one_run_and_one_conflict(
     replicas: Launcher, anthropic_fake: FakeAnthropic
 ) -> None:
@@ -454,6 +449,10 @@ async def test_runs_created_at_once_on_two_replicas_give_one_run_and_one_conflic
     sessions = [(await create_session(a.client))["id"] for _ in range(10)]
     for sid in sessions:  # each session idle: its first run (none here) ended
         assert (await a.client.get(f"/v1/sessions/{sid}")).json()["status"] == "idle"
+    # Each run that gets in stays in its model call to the end of the test: a run
+    # that had already ended would rightly let the other request start a second one.
+    for _ in sessions:
+        anthropic_fake.enqueue(text_message("held"), delay=LONG_S)
 
     async def create(client: httpx.AsyncClient, sid: str) -> int:
         response = await client.post(f"/v1/sessions/{sid}/runs", json={"input": "go"})

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.agents.base import (
@@ -192,9 +193,21 @@ class Runner:
             await self.queued(db)
             return run
 
-        _, run = await self._log.transact(
-            session_id, run_id, [("run.queued", {"run_id": run_id, "input": user_input})], insert
-        )
+        try:
+            _, run = await self._log.transact(
+                session_id,
+                run_id,
+                [("run.queued", {"run_id": run_id, "input": user_input})],
+                insert,
+            )
+        except IntegrityError as exc:
+            # The session row lock serializes creates; the partial unique index
+            # (migration 0004) is the database's own guarantee behind it.
+            if "uq_runs_one_unfinished_per_session" in str(exc.orig) or (
+                "runs.session_id" in str(exc.orig)  # SQLite names the column instead
+            ):
+                raise RunConflict("another run of this session is still active") from exc
+            raise
         self.wake()
         return run  # type: ignore[no-any-return]
 

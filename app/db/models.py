@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
@@ -102,6 +103,10 @@ class SessionRow(Base):
     __table_args__ = (Index("ix_sessions_tenant_created", "tenant", "created_at", "id"),)
 
 
+# Keep in step with repositories.UNFINISHED_RUN_STATUSES and migration 0004.
+_UNFINISHED_SQL = "status IN ('queued', 'running', 'awaiting_safety_check')"
+
+
 class RunRow(Base):
     __tablename__ = "runs"
 
@@ -125,7 +130,17 @@ class RunRow(Base):
     # A cancel committed by a replica that does not own the run: its reason.
     cancel_requested: Mapped[str | None] = mapped_column(String(40))
 
-    __table_args__ = (Index("ix_runs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_runs_status_created", "status", "created_at"),
+        # At most one unfinished run per session (migration 0004).
+        Index(
+            "uq_runs_one_unfinished_per_session",
+            "session_id",
+            unique=True,
+            postgresql_where=text(_UNFINISHED_SQL),
+            sqlite_where=text(_UNFINISHED_SQL),
+        ),
+    )
 
 
 class TurnRow(Base):

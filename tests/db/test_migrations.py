@@ -25,6 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db.engine import (
@@ -239,6 +240,36 @@ async def test_0002_drops_last_event_seq_and_its_downgrade_restores_the_values(
     async with fresh_engine.connect() as connection:
         rows = await connection.exec_driver_sql("SELECT id, last_event_seq FROM sessions")
         assert rows.all() == [("ses_a", 3)]
+
+
+async def test_the_database_refuses_a_second_unfinished_run_in_a_session(
+    fresh_engine: AsyncEngine,
+) -> None:
+    """Migration 0004: whichever replica races, a session holds one unfinished run."""
+    await upgrade(fresh_engine)
+
+    async def insert_run(connection: Any, run_id: str, status: str) -> None:
+        await connection.exec_driver_sql(
+            "INSERT INTO runs (id, session_id, status, input, turns, usage, created_at) "
+            f"VALUES ('{run_id}', 'ses_a', '{status}', 'go', 0, '{{}}', CURRENT_TIMESTAMP)"
+        )
+
+    async with fresh_engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO sessions (id, tenant, status, provider, model, computer, options, "
+            "safety, metadata, usage, agent_state, created_at, updated_at) "
+            "VALUES ('ses_a', 't', 'idle', 'anthropic', 'm', '{}', '{}', '{}', '{}', '{}', "
+            "'{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+        for n, status in enumerate(("completed", "failed", "cancelled", "running")):
+            await insert_run(connection, f"run_{n}", status)  # ended runs do not count
+    for status in ("queued", "running", "awaiting_safety_check"):
+        with pytest.raises(IntegrityError):
+            async with fresh_engine.begin() as connection:
+                await insert_run(connection, "run_second", status)
+    async with fresh_engine.begin() as connection:  # once it ended, the next may start
+        await connection.exec_driver_sql("UPDATE runs SET status = 'completed'")
+        await insert_run(connection, "run_next", "queued")
 
 
 def test_alembic_cli_upgrades_and_downgrades_a_sqlite_database_holding_data(
