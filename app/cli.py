@@ -6,17 +6,23 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import re
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from app.db.engine import migrate
 from app.db.process_lock import ProcessLockError, acquire_sqlite_lock
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -49,6 +55,58 @@ def auth_refusal(settings: Settings, host: str) -> str | None:
         "Set API_KEYS=key1:tenantA[,key2:tenantB], or ALLOW_NO_AUTH=true to serve "
         "without keys on a non-loopback address."
     )
+
+
+_ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"'#]+")
+REDACTED = "[redacted]"
+
+
+def redact_access_tokens(text: str) -> str:
+    return _ACCESS_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+
+
+class RedactAccessTokens(logging.Filter):
+    """Blanks the value of every `access_token` query parameter in a record: session
+    tokens travel in URLs (EventSource, viewer links), and uvicorn's access log writes
+    each request's path with its query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_access_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact_arg(arg) for key, arg in record.args.items()}
+        return True
+
+
+def _redact_arg(arg: Any) -> Any:
+    return redact_access_tokens(arg) if isinstance(arg, str) else arg
+
+
+def install_log_redaction() -> None:
+    """Put the filter on the handlers of the root logger and uvicorn's loggers (a
+    handler's filter also sees the records that propagate to it)."""
+    redaction = RedactAccessTokens()
+    for name in (None, "uvicorn", "uvicorn.access", "uvicorn.error"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactAccessTokens) for f in handler.filters):
+                handler.addFilter(redaction)
+
+
+def server_config(app: FastAPI, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration of `serve`; building it sets up uvicorn's logging, whose
+    handlers then get the access-token redaction."""
+    import uvicorn  # imported here so `migrate` does not pay for it
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + SHUTDOWN_SLACK_S,
+    )
+    install_log_redaction()
+    return config
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,12 +160,7 @@ def _run_server(args: argparse.Namespace, settings: Settings) -> int:
                 services.begin_shutdown()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + SHUTDOWN_SLACK_S,
-    )
+    config = server_config(app, args.host, args.port, settings)
     # After its graceful shutdown uvicorn re-raises the SIGTERM to the handler that was
     # there before it; Python's default would then kill the process (exit 143) although
     # the drain succeeded. With this no-op one a drained stop exits 0, as supervisors expect.

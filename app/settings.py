@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field(default="", description="key1:tenantA,key2:tenantB; empty disables auth.")
     allow_no_auth: bool = False
+    cors_allow_origins: str = Field(
+        default="",
+        description="Comma-separated origins browsers may call from (https://app.example.com); "
+        "empty: none.",
+    )
 
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
@@ -140,6 +145,11 @@ class Settings(BaseSettings):
                 raise ValueError("API_KEYS entries must look like key:tenant")
             keys[key] = tenant
         return keys
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The origins of CORS_ALLOW_ORIGINS, without the trailing slash a paste may bring."""
+        return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
 
     @property
     def is_sqlite(self) -> bool:

@@ -99,4 +99,5 @@ def check_event_data(row: Any) -> dict[str, Any]:
         "expires_at": row.expires_at.isoformat().replace("+00:00", "Z") if row.expires_at else None,
         "decided_at": row.decided_at.isoformat().replace("+00:00", "Z") if row.decided_at else None,
         "reason": row.reason,
+        "decided_by": row.decided_by,
     }

@@ -20,6 +20,7 @@ MAX_BODY_BYTES = 1024 * 1024
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -163,7 +164,8 @@ class BodySizeLimit:
 
 _DOCUMENTED = {
     400: "Malformed request (invalid JSON, a header out of range)",
-    401: "Missing or invalid API key",
+    401: "Missing or invalid API key; invalid, expired or revoked session token",
+    403: "A session token used beyond its scope (or where only an API key may act)",
     404: "No such session (or another tenant's), run, check or screenshot",
     409: "Conflict with the current state",
     413: "Request body over 1 MiB",
@@ -199,6 +201,8 @@ def document_problems(app: FastAPI) -> None:
                 codes = {400, 401, 422}
                 if "{sid}" in path:
                     codes.add(404)
+                if method != "get" or path == "/v1/sessions":
+                    codes.add(403)  # read is every token's scope; the rest is not
                 if method == "post":
                     codes.add(413)
                 if method == "post" and path in ("/v1/sessions", "/v1/sessions/{sid}/runs"):

@@ -12,7 +12,7 @@ from app.api.errors import Problem
 from app.api.schemas import ID_PATTERN
 from app.api.views import run_view, turn_view
 from app.db import repositories as repo
-from app.deps import AcceptingRuns, DbSession, ServicesDep, SessionOr404
+from app.deps import AcceptingRuns, ControlledSession, DbSession, ServicesDep, SessionOr404
 from app.ids import new_id
 
 router = APIRouter(prefix="/v1/sessions/{sid}", tags=["runs"])
@@ -36,7 +36,7 @@ async def _load_run(services: ServicesDep, session_id: str, run_id: str) -> sche
     summary="Start a follow-up run",
 )
 async def create_run(
-    body: schemas.RunCreate, session: SessionOr404, services: ServicesDep
+    body: schemas.RunCreate, session: ControlledSession, services: ServicesDep
 ) -> schemas.Run:
     try:
         run = await services.runner.create_run(session.id, body.input, new_id("run"))
@@ -78,7 +78,7 @@ async def get_run(rid: RunId, session: SessionOr404, services: ServicesDep) -> s
     summary="Cancel a run (idempotent)",
 )
 async def cancel_run(
-    rid: RunId, session: SessionOr404, services: ServicesDep, response: Response
+    rid: RunId, session: ControlledSession, services: ServicesDep, response: Response
 ) -> schemas.Run:
     run = await _load_run(services, session.id, rid)
     if run.status in repo.TERMINAL_RUN_STATUSES:
@@ -95,7 +95,7 @@ async def cancel_run(
     responses={409: {"model": schemas.Problem}},
     summary="Cancel whatever run is active",
 )
-async def cancel_active_run(session: SessionOr404, services: ServicesDep) -> schemas.Run:
+async def cancel_active_run(session: ControlledSession, services: ServicesDep) -> schemas.Run:
     if session.active_run_id is None:
         raise Problem(409, "The session has no active run.")
     await services.runner.cancel(session.id, session.active_run_id)

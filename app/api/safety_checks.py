@@ -14,7 +14,7 @@ from app.api.schemas import ID_PATTERN
 from app.api.views import safety_check_view
 from app.db import repositories as repo
 from app.db.models import SafetyCheckRow, utcnow
-from app.deps import DbSession, ServicesDep, SessionOr404
+from app.deps import ControlledSession, CurrentPrincipal, DbSession, ServicesDep, SessionOr404
 
 router = APIRouter(prefix="/v1/sessions/{sid}/safety-checks", tags=["safety-checks"])
 CheckId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
@@ -39,7 +39,12 @@ async def list_safety_checks(
 
 
 async def _decide(
-    services: ServicesDep, session_id: str, check_id: str, verdict: str, reason: str | None
+    services: ServicesDep,
+    session_id: str,
+    check_id: str,
+    verdict: str,
+    reason: str | None,
+    decided_by: str,
 ) -> schemas.SafetyCheck:
     now = utcnow()
 
@@ -54,6 +59,7 @@ async def _decide(
         if row.status != "pending":
             return "decided", row
         row.status, row.decided_at, row.reason = verdict, now, reason
+        row.decided_by = decided_by
         return "decided_now", row
 
     def announce(found: tuple[str, SafetyCheckRow | None]) -> list[tuple[str, dict[str, Any]]]:
@@ -90,11 +96,13 @@ async def _decide(
 )
 async def acknowledge_safety_check(
     cid: CheckId,
-    session: SessionOr404,
+    session: ControlledSession,
+    principal: CurrentPrincipal,
     services: ServicesDep,
     body: Annotated[schemas.AcknowledgeBody | None, Body()] = None,
 ) -> schemas.SafetyCheck:
-    return await _decide(services, session.id, cid, "acknowledged", body.note if body else None)
+    note = body.note if body else None
+    return await _decide(services, session.id, cid, "acknowledged", note, principal.decided_by)
 
 
 @router.post(
@@ -104,6 +112,10 @@ async def acknowledge_safety_check(
     summary="Reject a pending check: the action never runs and the run ends cancelled",
 )
 async def reject_safety_check(
-    cid: CheckId, session: SessionOr404, services: ServicesDep, body: schemas.RejectBody
+    cid: CheckId,
+    session: ControlledSession,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    body: schemas.RejectBody,
 ) -> schemas.SafetyCheck:
-    return await _decide(services, session.id, cid, "rejected", body.reason)
+    return await _decide(services, session.id, cid, "rejected", body.reason, principal.decided_by)

@@ -174,6 +174,25 @@ class AcknowledgeBody(_Strict):
     note: str | None = Field(default=None, max_length=10_000)
 
 
+class TokenCreate(_Strict):
+    scope: Literal["read", "control"] = Field(
+        default="read",
+        description="read: GET the session, runs, events, turns, screenshots, safety checks. "
+        "control: also cancel, decide safety checks, start follow-up runs.",
+    )
+    ttl_s: int = Field(default=3600, ge=60, le=86400, description="Lifetime in seconds")
+
+
+class SessionToken(BaseModel):
+    """A session token, shown once: only its hash is stored."""
+
+    token: str = Field(description="Send as `Authorization: Bearer` or `?access_token=`")
+    scope: Literal["read", "control"]
+    expires_at: datetime
+    events_url: str = Field(description="Root-relative URL of the SSE stream, with the token")
+    viewer_url: str = Field(description="Root-relative URL of the viewer page, with the token")
+
+
 class RunError(BaseModel):
     type: str
     message: str

@@ -13,7 +13,14 @@ from app.api.schemas import ID_PATTERN
 from app.api.views import session_view, sessions_view
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
-from app.deps import AcceptingRuns, CurrentTenant, DbSession, ServicesDep, SessionOr404
+from app.deps import (
+    AcceptingRuns,
+    CurrentTenant,
+    DbSession,
+    OwnedSession,
+    ServicesDep,
+    SessionOr404,
+)
 from app.ids import new_id
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -165,7 +172,7 @@ async def get_session(session: SessionOr404, db: DbSession) -> schemas.Session:
     summary="Cancel the active run, release the computer, close the session",
 )
 async def close_session(
-    session: SessionOr404, services: ServicesDep, db: DbSession
+    session: OwnedSession, services: ServicesDep, db: DbSession
 ) -> schemas.Session:
     session_id = session.id
     cancelled: set[str] = set()
@@ -187,6 +194,8 @@ async def close_session(
                 return False, row.active_run_id
             row.status = "closed"
             row.updated_at = utcnow()
+            # Nothing is left to control; read tokens still show the finished session.
+            await repo.revoke_session_tokens(db_, session_id, row.updated_at, scope="control")
             return True, None
 
         _, (_, run_id) = await services.log.transact(

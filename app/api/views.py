@@ -98,4 +98,5 @@ def safety_check_view(row: SafetyCheckRow) -> schemas.SafetyCheck:
         expires_at=row.expires_at,
         decided_at=row.decided_at,
         reason=row.reason,
+        decided_by=row.decided_by,
     )

@@ -1,7 +1,8 @@
-"""SQLAlchemy 2 models: sessions, runs, turns, events, screenshots, safety checks.
+"""SQLAlchemy 2 models: sessions, runs, turns, events, screenshots, safety checks,
+session tokens.
 
-The first Alembic migration (migrations/versions) creates exactly these tables;
-a test compares the two so they cannot drift.
+The Alembic migrations (migrations/versions) create exactly these tables; a
+test compares the two so they cannot drift.
 """
 
 from __future__ import annotations
@@ -194,4 +195,21 @@ class SafetyCheckRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reason: Mapped[str | None] = mapped_column(Text)
+    # Who decided it (migration 0005): an API key's tenant, or "token:<token id>".
+    decided_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SessionTokenRow(Base):
+    """A bearer token for one session (migration 0005). Only the SHA-256 of the token is
+    stored; the token itself is shown once, in the response that creates it."""
+
+    __tablename__ = "session_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -32,6 +32,7 @@ from app.db.models import (
     SafetyCheckRow,
     ScreenshotRow,
     SessionRow,
+    SessionTokenRow,
     TurnRow,
     UTCDateTime,
     utcnow,
@@ -486,3 +487,44 @@ async def expire_pending_checks(
         row.status = "expired"
         row.decided_at = now
     return rows
+
+
+# ---- session tokens -----------------------------------------------------------
+
+
+async def lock_session(db: AsyncSession, session_id: str) -> SessionRow | None:
+    """The session row, locked until the transaction ends (Postgres; SQLite's writer
+    lock serializes anyway)."""
+    return await db.scalar(select(SessionRow).where(SessionRow.id == session_id).with_for_update())
+
+
+async def add_session_token(db: AsyncSession, token: SessionTokenRow) -> None:
+    db.add(token)
+    await db.flush()
+
+
+async def get_session_token(db: AsyncSession, token_id: str) -> tuple[SessionTokenRow, str] | None:
+    """The token and its session's tenant, in one statement."""
+    row = (
+        await db.execute(
+            select(SessionTokenRow, SessionRow.tenant)
+            .join(SessionRow, SessionRow.id == SessionTokenRow.session_id)
+            .where(SessionTokenRow.id == token_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def revoke_session_tokens(
+    db: AsyncSession, session_id: str, now: datetime, scope: str | None = None
+) -> int:
+    """Revoke the session's live tokens (of one scope, or all); how many were."""
+    stmt = update(SessionTokenRow).where(
+        SessionTokenRow.session_id == session_id, SessionTokenRow.revoked_at.is_(None)
+    )
+    if scope is not None:
+        stmt = stmt.where(SessionTokenRow.scope == scope)
+    result = await db.execute(
+        stmt.values(revoked_at=now).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

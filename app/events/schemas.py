@@ -232,6 +232,11 @@ class SafetyCheck(_Data):
     expires_at: datetime | None
     decided_at: datetime | None
     reason: str | None
+    decided_by: str | None = Field(
+        default=None,
+        description='Who decided: the API key\'s tenant, or "token:<token id>" for a session '
+        "token; null while pending and when it expired",
+    )
 
 
 class ProviderRetryData(_Data):
