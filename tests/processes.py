@@ -34,6 +34,12 @@ POSTGRES_ONLY = pytest.mark.skipif(
     not os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
     reason="needs Postgres: runs in the Postgres pass (TEST_DATABASE_URL)",
 )
+# The slow tests whose subject is not the database (a real browser on the viewer, the
+# docs, EventSource) run once, in the SQLite pass, not again in the Postgres pass.
+SQLITE_PASS_ONLY = pytest.mark.skipif(
+    bool(os.environ.get("TEST_DATABASE_URL")),
+    reason="runs once, in the SQLite pass (its subject is not the database)",
+)
 
 
 def service_env(database_url: str, anthropic_url: str, **settings: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from app.api.errors import Problem
 from app.api.schemas import ID_PATTERN, MAX_SEQ
 from app.db import repositories as repo
 from app.deps import ServicesDep, SessionOr404
-from app.events.sse import StreamRequest, sse_frame, stream_batches
+from app.events.sse import StreamRequest, resolve, sse_frame, stream_batches
 from app.events.types import StoredEvent
 from app.lifespan import Services
 
@@ -122,7 +122,12 @@ async def _target_run(
         200: {
             "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
             "description": SSE_DESCRIPTION,
-        }
+        },
+        204: {
+            "description": "SSE only: the stream could never yield another event (the "
+            "`until=run_end` target ended at or before the cursor, or the session is closed "
+            "and the cursor is at its last event); EventSource stops reconnecting"
+        },
     },
     summary="The session's event log: SSE, or a JSON page",
 )
@@ -166,7 +171,15 @@ async def get_events(
         target = await _target_run(services, session_id, run_id, session.active_run_id)
         if target is None:
             follow = False  # nothing to wait for: replay and close
-    stream_request = StreamRequest(session_id, cursor, follow=follow, until_run=target)
+    stream_request = await resolve(
+        services.sessionmaker,
+        StreamRequest(session_id, cursor, follow=follow, until_run=target),
+        session_closed=session.status == "closed",
+        last_seq=session.last_event_seq,
+    )
+    if stream_request is None:
+        # Nothing can ever come: 204 tells EventSource to stop reconnecting.
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     settings = services.settings
     # Set by sse-starlette when the server starts shutting down. The stream then ends
     # with a proper last chunk; cut off mid-response instead, clients see an error

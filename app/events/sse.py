@@ -32,6 +32,32 @@ class StreamRequest:
     until_run: str | None = None
 
 
+async def resolve(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request: StreamRequest,
+    *,
+    session_closed: bool,
+    last_seq: int,
+) -> StreamRequest | None:
+    """The stream to serve for `request`, or None when it could never yield an event
+    (SSE answers that with 204, which stops a browser's EventSource from reconnecting):
+    the `until_run` target already ended at or before the cursor, or the session is
+    closed and the cursor is at its last event. A closed session is replayed, then the
+    stream closes (it is not followed)."""
+    if request.until_run is not None:
+        async with sessionmaker() as db:
+            end = await repo.terminal_event_seq(db, request.session_id, request.until_run)
+        if end is not None and end <= request.after:
+            return None
+    if session_closed:
+        if request.after >= last_seq:
+            return None
+        return StreamRequest(
+            request.session_id, request.after, follow=False, until_run=request.until_run
+        )
+    return request
+
+
 def sse_frame(event: StoredEvent) -> bytes:
     """The event as one SSE message (`id`, `event`, `data: <Event JSON>`), encoded on
     first use and kept on the event: the Broker hands the same object to every
@@ -76,12 +102,6 @@ async def stream_batches(
     sub = broker.subscribe(request.session_id) if request.follow else None
     cursor = request.after
     try:
-        if request.until_run is not None:
-            async with sessionmaker() as db:
-                end = await repo.terminal_event_seq(db, request.session_id, request.until_run)
-            if end is not None and end <= cursor:
-                # The target already ended before the cursor: replay and close.
-                request = StreamRequest(request.session_id, cursor, follow=False)
         replay_needed = True
         while True:
             if replay_needed:
@@ -131,4 +151,8 @@ def _take(events: list[StoredEvent], request: StreamRequest) -> tuple[list[Store
 
 
 def _is_end(event: StoredEvent, request: StreamRequest) -> bool:
-    return request.until_run is not None and event.is_terminal and event.run_id == request.until_run
+    if request.until_run is not None:
+        return event.is_terminal and event.run_id == request.until_run
+    # A followed session that closes ends its stream: its reconnect replays whatever was
+    # appended after the close (a remote run's late end) and closes, or gets 204.
+    return request.follow and event.type == "session.closed"

@@ -61,9 +61,13 @@ async def test_until_run_end_targets_the_right_run(
     # No active run: the latest run is the target, already ended -> replay and close.
     events = await read_stream(c, sid, params={"until": "run_end"})
     assert types(events)[-1] == "run.completed" and events[-1]["run_id"] == first
-    # Its terminal event is at or before the cursor: replay what follows (nothing) and close.
-    tail = await read_stream(c, sid, params={"until": "run_end", "after": events[-1]["seq"]})
-    assert tail == []
+    # Its terminal event is at or before the cursor: nothing can come, so SSE gets 204
+    # (EventSource stops reconnecting) while a JSON page is returned as usual.
+    after = {"until": "run_end", "after": events[-1]["seq"]}
+    tail = await c.get(f"/v1/sessions/{sid}/events", params=after)
+    assert tail.status_code == 204 and tail.content == b""
+    page = await c.get(f"/v1/sessions/{sid}/events", params={**after, "format": "json"})
+    assert page.status_code == 200 and page.json()["data"] == []
 
     strict_fake.enqueue(text_message("second"), delay=0.5)
     second = (await c.post(f"/v1/sessions/{sid}/runs", json={"input": "two"})).json()["id"]
