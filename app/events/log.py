@@ -23,7 +23,7 @@ when another replica has claimed the run since, the write is refused with
 `LeaseLost` and the lease is marked lost (fencing).
 
 On Postgres with `notify_channel` set, every transaction that adds events sends
-one NOTIFY per session, "<session id> <first seq> <last seq>" (never an event),
+one NOTIFY per session, "<session id> <first seq> <last seq> <origin>" (never an event),
 delivered at commit, for the other replicas' LISTEN bridge (app/events/bridge.py),
 while the bridge reports that another replica listens.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,9 @@ class EventLog:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._notify_channel = notify_channel
+        # Ends each NOTIFY payload, so this process's own bridge skips its own commits
+        # (their events are published here after the commit, not read back).
+        self.origin = secrets.token_hex(6)
         # Whether another replica listens (the bridge keeps this current): alone, a
         # replica sends no NOTIFY, which would cost a statement in every commit.
         self.peers = True
@@ -288,7 +292,10 @@ class EventLog:
                     await repo.notify(
                         db,
                         self._notify_channel,
-                        [f"{sid} {first[sid]} {seqs[sid]}" for sid in sorted(touched)],
+                        [
+                            f"{sid} {first[sid]} {seqs[sid]} {self.origin}"
+                            for sid in sorted(touched)
+                        ],
                     )
         # Committed: only now do the numbers become real and readers hear of them.
         for lease in leases:
