@@ -108,6 +108,7 @@ class EventLog:
         inline: async_sessionmaker[AsyncSession] | None = None,
         inline_max: int = INLINE_MAX_WRITES,
         notify_channel: str | None = None,
+        fencing: bool = True,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._inline = inline
@@ -120,6 +121,9 @@ class EventLog:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._notify_channel = notify_channel
+        # Whether writes prove their leases. Off on SQLite, which has one writer process
+        # (`serve` holds the database's lock), where no other replica can take a run.
+        self._fencing = fencing
         # Ends each NOTIFY payload, so this process's own bridge skips its own commits
         # (their events are published here after the commit, not read back).
         self.origin = secrets.token_hex(6)
@@ -238,7 +242,7 @@ class EventLog:
     ) -> None:
         seqs = dict(self._last_seq)
         results: list[tuple[list[StoredEvent], Any]] = []
-        leases = [write.lease for write in batch if write.lease is not None]
+        leases = [write.lease for write in batch if write.lease is not None and self._fencing]
         sent = time.monotonic()
         async with maker() as db, db.begin():
             if self._only_inserts(batch, db):
@@ -327,7 +331,7 @@ class EventLog:
         Postgres (elsewhere a transaction costs no round trip)."""
         return db.get_bind().dialect.name == "postgresql" and all(
             write.apply is None
-            and write.lease is None
+            and (write.lease is None or not self._fencing)
             and (self._notify_channel is None or not self.peers)
             and not callable(write.events)
             and write.session_id in self._last_seq
