@@ -94,6 +94,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             settings.event_batch_max,
             inline=None if inline_engine is None else create_sessionmaker(inline_engine),
             notify_channel=None if settings.is_sqlite else EVENTS_CHANNEL,
+            fencing=not settings.is_sqlite,
         )
         event_log.start()
         browsers = BrowserPool.from_settings(settings)

@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import asyncpg
 import httpx
 from httpx_sse import aconnect_sse
+from sqlalchemy.engine import make_url
 
 from app.db.engine import migrate
 
@@ -204,3 +209,27 @@ async def check_stored(http: httpx.AsyncClient, stream: Stream) -> None:
             f"LOST OR DUPLICATED: {stream.sid} stored {session['last_event_seq']}, "
             f"delivered {len(stream.events)} (last seq {seen})"
         )
+
+
+@asynccontextmanager
+async def scratch_database(admin_url: str) -> AsyncIterator[str]:
+    """A new, migrated Postgres database next to `admin_url`'s (`bench_<hex>`), dropped
+    with its connections at the end: a benchmark never touches the server's own databases."""
+    url = make_url(admin_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    scratch = url.set(drivername="postgresql+asyncpg", database=name)
+    try:
+        await migrate(scratch.render_as_string(hide_password=False))
+        yield scratch.render_as_string(hide_password=False)
+    finally:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

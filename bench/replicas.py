@@ -4,7 +4,7 @@
         [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 
 Each part runs on a scratch database created through --database-url
-(`bench_rep_<hex>`, dropped at the end; nothing else in that server is touched).
+(`bench_<hex>`, dropped at the end; nothing else in that server is touched).
 The replicas are subprocesses, each in its own process group and temporary
 directory (so no `.env` is read), stopped by pid. Model calls go to the tests'
 fake Anthropic server, in this process on its own thread, which answers by the
@@ -48,7 +48,6 @@ import json
 import os
 import random
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -71,8 +70,8 @@ import httpx
 import uvloop
 from sqlalchemy.engine import make_url
 
-from app.db.engine import migrate
 from bench._client import client, pct
+from bench._harness import scratch_database
 from bench.sse_fanout import Fanout
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
@@ -108,31 +107,6 @@ def ms(seconds: float) -> str:
 
 
 # ---- the database ------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def scratch_database(admin_url: str) -> AsyncIterator[str]:
-    """A new, migrated database next to `admin_url`'s; dropped (with its connections) at the end."""
-    url = make_url(admin_url)
-    if not url.drivername.startswith("postgresql"):
-        raise SystemExit("bench.replicas needs Postgres (--database-url postgresql+asyncpg://...)")
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bench_rep_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    scratch = url.set(drivername="postgresql+asyncpg", database=name)
-    try:
-        await migrate(scratch.render_as_string(hide_password=False))
-        yield scratch.render_as_string(hide_password=False)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @asynccontextmanager
@@ -925,6 +899,8 @@ async def main() -> None:
     parser.add_argument("--claim-interval", type=float, default=1.0)
     parser.add_argument("--shutdown-grace", type=float, default=10.0)
     args = parser.parse_args()
+    if not make_url(args.database_url).drivername.startswith("postgresql"):
+        raise SystemExit("bench.replicas needs Postgres (--database-url postgresql+asyncpg://...)")
     if args.quick:
         args.sessions, args.subscribers, args.seconds, args.warmup = 20, 5, 5.0, 2.0
         args.trials, args.handoff_trials, args.runs = 3, 3, 200

@@ -152,7 +152,14 @@ async def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.concurrent, args.single_passes = 10, 20, 1
-    url = args.database_url or await h.sqlite_url()
+    if args.database_url and args.database_url.startswith("postgresql"):
+        async with h.scratch_database(args.database_url) as url:
+            await measure(args, url)
+    else:
+        await measure(args, args.database_url or await h.sqlite_url())
+
+
+async def measure(args: argparse.Namespace, url: str) -> None:
     tune_gc_for_serving()  # the baseline's process collects as the service's does
     async with h.fake_provider(0.0, args.steps) as fake:
         await baseline(fake.url, 1, args.steps)  # warm-up (imports, connections)

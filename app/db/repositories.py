@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     ColumnElement,
     Select,
     String,
@@ -93,6 +94,26 @@ async def list_events(
         _select_events()
         .where(EventRow.session_id == session_id, EventRow.seq > after)
         .order_by(EventRow.seq)
+        .limit(limit)
+    )
+    return [StoredEvent(*row) for row in rows]
+
+
+async def list_events_of_sessions(
+    db: AsyncSession, cursors: dict[str, int], limit: int
+) -> list[StoredEvent]:
+    """The events of several sessions after each one's cursor, by session then seq, in
+    one statement (Postgres: the two arrays are unnested side by side)."""
+    after = (
+        select(
+            func.unnest(literal(list(cursors), ARRAY(String))).label("session_id"),
+            func.unnest(literal(list(cursors.values()), ARRAY(BigInteger))).label("seq"),
+        )
+    ).subquery("after")
+    rows = await db.execute(
+        _select_events()
+        .join(after, (EventRow.session_id == after.c.session_id) & (EventRow.seq > after.c.seq))
+        .order_by(EventRow.session_id, EventRow.seq)
         .limit(limit)
     )
     return [StoredEvent(*row) for row in rows]

@@ -3,11 +3,12 @@
 One connection per process LISTENs on two channels:
 
 - `agent_sessions_events`: every transaction that adds events notifies
-  "<session id> <first seq> <last seq>" (app/events/log.py). For a session with
-  subscribers here, the bridge reads the new rows from the database and
-  publishes them to the local broker, so a stream on any replica is live
-  whichever replica appends. Notifications for events already published here
-  (this process's own commits) cost nothing but the check.
+  "<session id> <first seq> <last seq> <origin>" (app/events/log.py). For the
+  sessions with subscribers here, the bridge reads the new rows from the
+  database (all the sessions woken meanwhile in one statement) and publishes
+  them to the local broker, so a stream on any replica is live whichever
+  replica appends. This process's own commits (its origin) are skipped: its
+  writer publishes them.
 - `agent_sessions_commands`: short commands for the runner ("cancel <run> <reason>",
   "decided <run>", "work", "release <session>", "leave <session> <replica>"), sent in
   the transaction that commits what they announce.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -60,8 +62,9 @@ class ListenBridge:
         self._broker: Broker = event_log.broker
         self._on_command = on_command
         self._task: asyncio.Task[None] | None = None
-        self._fetching: dict[str, asyncio.Task[None]] = {}
-        self._dirty: set[str] = set()
+        # Sessions with new events to read: the seq after which to read.
+        self._wanted: dict[str, int] = {}
+        self._reader: asyncio.Task[None] | None = None
         self._up = asyncio.Event()
 
     @property
@@ -78,8 +81,8 @@ class ListenBridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._fetching.values()):
-            task.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def signal(self, db: AsyncSession, message: str) -> None:
         """Send a command to every replica when `db`'s transaction commits."""
@@ -157,17 +160,22 @@ class ListenBridge:
 
     def _on_events(self, _c: object, _pid: int, _channel: str, payload: str) -> None:
         try:
-            session_id, first_text, last_text = payload.split(" ")
+            session_id, first_text, last_text, origin = payload.split(" ")
             first, last = int(first_text), int(last_text)
         except ValueError:
             log.warning("malformed event notification %r", payload)
             return
+        if origin == self._log.origin:
+            return  # this process's own commit: its writer publishes it
         if not self._broker.subscriber_count(session_id):
             return
         known = self._broker.last_published(session_id)
         if known is not None and known >= last:
-            return  # published here already (this process's own commit)
-        self._fetch(session_id, first - 1 if known is None else known)
+            return  # published here already
+        after = first - 1 if known is None else known
+        self._wanted[session_id] = min(after, self._wanted.get(session_id, after))
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="listen-bridge-reads")
 
     def _catch_up_all(self) -> None:
         """Every stream here may have missed events (no NOTIFY reached this process for
@@ -175,31 +183,30 @@ class ListenBridge:
         for session_id in self._broker.subscribed_sessions():
             self._broker.lag(session_id)
 
-    def _fetch(self, session_id: str, after: int) -> None:
-        """Read and publish the session's events after `after`, one reader per session
-        (a wake-up during a read makes it read again)."""
-        self._dirty.add(session_id)
-        if session_id in self._fetching:
-            return
-        task = asyncio.create_task(self._read(session_id, after))
-        self._fetching[session_id] = task
-
-    async def _read(self, session_id: str, after: int) -> None:
+    async def _read(self) -> None:
+        """Read and publish the new events of every session woken meanwhile, all
+        sessions in one statement per round (wake-ups during a read join the next)."""
         try:
-            while session_id in self._dirty:
-                self._dirty.discard(session_id)
-                known = self._broker.last_published(session_id)
-                cursor = after if known is None else max(after, known)
-                while True:
+            while self._wanted:
+                wanted, self._wanted = self._wanted, {}
+                cursors = {}
+                for session_id, after in wanted.items():
+                    known = self._broker.last_published(session_id)
+                    cursors[session_id] = after if known is None else max(after, known)
+                try:
                     async with self._sessionmaker() as db:
-                        page = await repo.list_events(db, session_id, cursor, PAGE)
-                    if page:
-                        self._broker.publish(session_id, page)
-                        cursor = page[-1].seq
-                    if len(page) < PAGE:
-                        break
-        except Exception as exc:
-            log.warning("reading the events of %s failed: %r", session_id, exc)
-            self._broker.lag(session_id)  # its streams read them themselves
+                        rows = await repo.list_events_of_sessions(db, cursors, PAGE)
+                except Exception as exc:
+                    log.warning("reading the events of %d sessions failed: %r", len(cursors), exc)
+                    for session_id in cursors:
+                        self._broker.lag(session_id)  # their streams read them themselves
+                    continue
+                for session_id, events in itertools.groupby(rows, lambda e: e.session_id):
+                    page = list(events)
+                    self._broker.publish(session_id, page)
+                    cursors[session_id] = page[-1].seq
+                if len(rows) == PAGE:  # cut short: every session again, from where it got to
+                    for session_id, seq in cursors.items():
+                        self._wanted[session_id] = min(seq, self._wanted.get(session_id, seq))
         finally:
-            self._fetching.pop(session_id, None)
+            self._reader = None

@@ -23,7 +23,7 @@ when another replica has claimed the run since, the write is refused with
 `LeaseLost` and the lease is marked lost (fencing).
 
 On Postgres with `notify_channel` set, every transaction that adds events sends
-one NOTIFY per session, "<session id> <first seq> <last seq>" (never an event),
+one NOTIFY per session, "<session id> <first seq> <last seq> <origin>" (never an event),
 delivered at commit, for the other replicas' LISTEN bridge (app/events/bridge.py),
 while the bridge reports that another replica listens.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class EventLog:
         inline: async_sessionmaker[AsyncSession] | None = None,
         inline_max: int = INLINE_MAX_WRITES,
         notify_channel: str | None = None,
+        fencing: bool = True,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._inline = inline
@@ -119,6 +121,12 @@ class EventLog:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._notify_channel = notify_channel
+        # Whether writes prove their leases. Off on SQLite, which has one writer process
+        # (`serve` holds the database's lock), where no other replica can take a run.
+        self._fencing = fencing
+        # Ends each NOTIFY payload, so this process's own bridge skips its own commits
+        # (their events are published here after the commit, not read back).
+        self.origin = secrets.token_hex(6)
         # Whether another replica listens (the bridge keeps this current): alone, a
         # replica sends no NOTIFY, which would cost a statement in every commit.
         self.peers = True
@@ -234,7 +242,7 @@ class EventLog:
     ) -> None:
         seqs = dict(self._last_seq)
         results: list[tuple[list[StoredEvent], Any]] = []
-        leases = [write.lease for write in batch if write.lease is not None]
+        leases = [write.lease for write in batch if write.lease is not None and self._fencing]
         sent = time.monotonic()
         async with maker() as db, db.begin():
             if self._only_inserts(batch, db):
@@ -288,7 +296,10 @@ class EventLog:
                     await repo.notify(
                         db,
                         self._notify_channel,
-                        [f"{sid} {first[sid]} {seqs[sid]}" for sid in sorted(touched)],
+                        [
+                            f"{sid} {first[sid]} {seqs[sid]} {self.origin}"
+                            for sid in sorted(touched)
+                        ],
                     )
         # Committed: only now do the numbers become real and readers hear of them.
         for lease in leases:
@@ -320,7 +331,7 @@ class EventLog:
         Postgres (elsewhere a transaction costs no round trip)."""
         return db.get_bind().dialect.name == "postgresql" and all(
             write.apply is None
-            and write.lease is None
+            and (write.lease is None or not self._fencing)
             and (self._notify_channel is None or not self.peers)
             and not callable(write.events)
             and write.session_id in self._last_seq
