@@ -20,9 +20,8 @@ from typing import Any
 import aiosqlite
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -296,7 +295,11 @@ async def migrations_current(engine: AsyncEngine) -> bool:
 
 
 def _current_heads(connection: Connection) -> set[str]:
-    return set(MigrationContext.configure(connection).get_current_heads())
+    # Read directly, not through MigrationContext.configure, which logs two INFO lines
+    # each time: /readyz asks on every probe.
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return {row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")}
 
 
 @lru_cache(maxsize=1)
