@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from app.ids import new_id
@@ -35,6 +36,7 @@ class Principal:
     scope: PrincipalScope
     token_id: str | None = None
     session_id: str | None = None
+    expires_at: datetime | None = None  # a token's expiry
 
     @property
     def is_token(self) -> bool:

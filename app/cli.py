@@ -61,8 +61,14 @@ _ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"'#]+")
 REDACTED = "[redacted]"
 
 
+# Whatever carries it (a percent-encoded parameter name, a header echoed in a
+# message): the secret part of anything shaped like a session token.
+_TOKEN_SECRET = re.compile(r"(tok_[0-9a-f]{28}(?:\.|%2[Ee]))[A-Za-z0-9_\-%]+")
+
+
 def redact_access_tokens(text: str) -> str:
-    return _ACCESS_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+    text = _ACCESS_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+    return _TOKEN_SECRET.sub(rf"\g<1>{REDACTED}", text)
 
 
 class RedactAccessTokens(logging.Filter):

@@ -70,7 +70,9 @@ async def _token_principal(services: Services, token: str) -> Principal:
     if row.expires_at <= utcnow():
         raise _unauthorized("The session token has expired.", "invalid_token")
     scope: TokenScope = "control" if row.scope == "control" else "read"
-    return Principal(tenant, scope, token_id=row.id, session_id=row.session_id)
+    return Principal(
+        tenant, scope, token_id=row.id, session_id=row.session_id, expires_at=row.expires_at
+    )
 
 
 async def get_principal(

@@ -28,6 +28,15 @@ def test_redact_access_tokens() -> None:
         f"/e?after=3&access_token={REDACTED}&format=json"
     )
     assert redact_access_tokens("/e?token=visible") == "/e?token=visible"
+    # Starlette decodes parameter names: access%5Ftoken authenticates too, and the
+    # secret of anything shaped like a token is blanked wherever it appears.
+    token_id = "tok_" + "0123456789abcdef" * 1 + "0123456789ab"
+    assert redact_access_tokens(f"/e?access%5Ftoken={token_id}.s3cr-et_X&x=1") == (
+        f"/e?access%5Ftoken={token_id}.{REDACTED}&x=1"
+    )
+    assert redact_access_tokens(f"/e?access%5Ftoken={token_id}%2Es3cret") == (
+        f"/e?access%5Ftoken={token_id}%2E{REDACTED}"
+    )
 
 
 def test_the_filter_rewrites_message_and_arguments() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request
@@ -16,8 +17,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api import schemas
 from app.api.errors import Problem
 from app.api.schemas import ID_PATTERN, MAX_SEQ
+from app.auth import Principal
 from app.db import repositories as repo
-from app.deps import ServicesDep, SessionOr404
+from app.db.models import utcnow
+from app.deps import CurrentPrincipal, ServicesDep, SessionOr404
 from app.events.sse import StreamRequest, resolve, sse_frame, stream_batches
 from app.events.types import StoredEvent
 from app.lifespan import Services
@@ -36,6 +39,8 @@ SSE_DESCRIPTION = (
 # uvicorn's own graceful-shutdown timeout (SHUTDOWN_GRACE_S + 5 s).
 STREAM_CLOSE_S = 2.0
 IMAGE_PAGE_MAX = 50
+# How often a stream opened with a session token re-reads whether it was revoked.
+TOKEN_RECHECK_S = 5.0
 # One SSE message, in the form FastAPI documents its own SSE routes (OpenAPI 3.2 itemSchema).
 SSE_ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -134,6 +139,7 @@ async def _target_run(
 async def get_events(
     request: Request,
     session: SessionOr404,
+    principal: CurrentPrincipal,
     services: ServicesDep,
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     follow: bool = True,
@@ -176,6 +182,7 @@ async def get_events(
         StreamRequest(session_id, cursor, follow=follow, until_run=target),
         session_closed=session.status == "closed",
         last_seq=session.last_event_seq,
+        run_active=session.active_run_id is not None,
     )
     if stream_request is None:
         # Nothing can ever come: 204 tells EventSource to stop reconnecting.
@@ -186,12 +193,15 @@ async def get_events(
     # ("incomplete chunked read", curl exit 18) and uvicorn logs one per open stream.
     shutting_down = anyio.Event()
 
+    watch = TokenWatch(services, principal)
+
+    def stop() -> bool:
+        return shutting_down.is_set() or watch.ended()
+
     async def body() -> AsyncIterator[ServerSentEvent | bytes]:
         yield ServerSentEvent(retry=settings.sse_retry_ms)
-        batches = stream_batches(
-            services.sessionmaker, services.broker, stream_request, stop=shutting_down.is_set
-        )
-        async with aclosing(batches):  # a client gone: unsubscribe now, not at GC
+        batches = stream_batches(services.sessionmaker, services.broker, stream_request, stop=stop)
+        async with watch, aclosing(batches):  # a client gone: unsubscribe now, not at GC
             async for batch in batches:
                 if include_images:
                     # One event at a time: each may carry a whole image.
@@ -210,3 +220,38 @@ async def get_events(
         shutdown_event=shutting_down,
         shutdown_grace_period=STREAM_CLOSE_S,
     )
+
+
+class TokenWatch:
+    """Ends a stream opened with a session token once the token expires or is revoked
+    (its reconnection then gets 401): the expiry is known, revocation is re-read from
+    the database every TOKEN_RECHECK_S while the stream is open. Nothing for API keys."""
+
+    def __init__(self, services: Services, principal: Principal) -> None:
+        self._services = services
+        self._principal = principal
+        self._revoked = False
+        self._task: asyncio.Task[None] | None = None
+
+    def ended(self) -> bool:
+        expires_at = self._principal.expires_at
+        return self._revoked or (expires_at is not None and utcnow() >= expires_at)
+
+    async def __aenter__(self) -> Self:
+        if self._principal.token_id is not None:
+            self._task = asyncio.create_task(self._watch(self._principal.token_id))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self, token_id: str) -> None:
+        while not self._revoked:
+            await asyncio.sleep(TOKEN_RECHECK_S)
+            try:
+                async with self._services.sessionmaker() as db:
+                    found = await repo.get_session_token(db, token_id)
+            except Exception:  # the database is away: the stream's own reads fail too
+                continue
+            self._revoked = found is None or found[0].revoked_at is not None

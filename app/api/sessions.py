@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api import schemas
 from app.api.errors import Problem
 from app.api.schemas import ID_PATTERN
-from app.api.views import session_view, sessions_view
+from app.api.views import public_computer, session_view, sessions_view
 from app.db import repositories as repo
 from app.db.models import RunRow, SessionRow, utcnow
 from app.deps import (
@@ -131,7 +131,7 @@ async def create_session(
             {
                 "provider": body.provider,
                 "model": model,
-                "computer": computer,
+                "computer": public_computer(computer),
                 "metadata": body.metadata,
             },
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,13 +18,28 @@ def _usage(raw: dict[str, Any] | None) -> schemas.Usage:
     return schemas.Usage(**{k: int(raw.get(k, 0) or 0) for k in schemas.Usage.model_fields})
 
 
+def public_computer(computer: dict[str, Any]) -> dict[str, Any]:
+    """The computer as the API shows it: a `cdp_url` without its user, password, query
+    and fragment, which often carry the browser provider's key (session tokens read
+    sessions and their events; the service keeps the whole URL to connect)."""
+    url = computer.get("cdp_url")
+    if not isinstance(url, str):
+        return computer
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return computer | {"cdp_url": urlunsplit((parts.scheme, netloc, parts.path, "", ""))}
+
+
 def session_view(row: SessionRow, last_run: RunRow | None, last_event_seq: int) -> schemas.Session:
     return schemas.Session(
         id=row.id,
         status=row.status,  # type: ignore[arg-type]
         provider=row.provider,
         model=row.model,
-        computer=row.computer,
+        computer=public_computer(row.computer),
         options=row.options,
         safety=row.safety,
         metadata=row.metadata_,

@@ -38,18 +38,24 @@ async def resolve(
     *,
     session_closed: bool,
     last_seq: int,
+    run_active: bool = False,
 ) -> StreamRequest | None:
     """The stream to serve for `request`, or None when it could never yield an event
     (SSE answers that with 204, which stops a browser's EventSource from reconnecting):
-    the `until_run` target already ended at or before the cursor, or the session is
-    closed and the cursor is at its last event. A closed session is replayed, then the
-    stream closes (it is not followed)."""
+    the `until_run` target already ended at or before the cursor; the session is closed,
+    no run of it is still ending, and the cursor is at its last event; or the request
+    does not follow and the cursor is at the last event. A closed session is replayed,
+    then the stream closes (it is not followed)."""
     if request.until_run is not None:
         async with sessionmaker() as db:
             end = await repo.terminal_event_seq(db, request.session_id, request.until_run)
         if end is not None and end <= request.after:
             return None
-    if session_closed:
+    if not request.follow and request.after >= last_seq:
+        return None
+    if session_closed and not run_active:
+        # (A close whose cancel gave up on a stalled owner leaves the run active: its
+        # run.cancelled comes after session.closed, so the stream stays followed.)
         if request.after >= last_seq:
             return None
         return StreamRequest(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from app.db.models import SessionRow
 from tests.conftest import Service, ServiceServer, make_settings
 from tests.fakes.anthropic_server import FakeAnthropic
 
@@ -181,3 +182,24 @@ async def test_input_the_database_or_json_cannot_hold_is_refused(service: Servic
     # Everything above was refused without leaving a trace; the tenant's list still renders.
     listed = await c.get("/v1/sessions")
     assert listed.status_code == 200 and [s["id"] for s in listed.json()["data"]] == [session["id"]]
+
+
+async def test_a_cdp_url_is_shown_without_its_credentials(service: Service) -> None:
+    """A read token sees the session and its events: the provider key that CDP URLs
+    usually carry (userinfo, query) is never shown, while the service keeps it."""
+    secret_url = "wss://user:pw@cdp.example.com:8443/devtools/browser/x?apiKey=bb_live_SECRET#f"
+    computer = {"type": "cdp", "cdp_url": secret_url}
+    response = await service.client.post(
+        "/v1/sessions", json={"provider": "anthropic", "computer": computer}
+    )
+    assert response.status_code == 201, response.text
+    sid = response.json()["id"]
+    shown = "wss://cdp.example.com:8443/devtools/browser/x"
+    assert response.json()["computer"]["cdp_url"] == shown
+    assert (await service.client.get(f"/v1/sessions/{sid}")).json()["computer"]["cdp_url"] == shown
+    log = await service.client.get(f"/v1/sessions/{sid}/events", params={"format": "json"})
+    assert "SECRET" not in log.text and "pw@" not in log.text
+    assert log.json()["data"][0]["data"]["computer"]["cdp_url"] == shown
+    async with service.services.sessionmaker() as db:
+        row = await db.get(SessionRow, sid)
+    assert row is not None and row.computer["cdp_url"] == secret_url
