@@ -254,8 +254,10 @@ async def test_sigkill_of_the_owner_hands_the_run_to_another_replica(
 async def test_a_stopped_owner_is_fenced_out_when_it_wakes(
     replicas: Launcher, anthropic_fake: FakeAnthropic
 ) -> None:
-    # A receives this reply only after it is woken, long after B took the run over.
-    anthropic_fake.enqueue(tool_use_message(click()), delay=LEASE_TTL_S + 4)
+    # A receives this reply only after it is woken, long after B took the run over
+    # (held until then: however long B takes to start on a loaded machine).
+    gate = threading.Event()
+    anthropic_fake.enqueue(gated(tool_use_message(click()), gate))
     anthropic_fake.enqueue(tool_use_message(click()))  # B's repeat of that model call
     anthropic_fake.enqueue(text_message("Done on B."))
 
@@ -267,6 +269,7 @@ async def test_a_stopped_owner_is_fenced_out_when_it_wakes(
     a.send(signal.SIGSTOP)
     run = await wait_for_run(b.client, sid, rid, within=LEASE_TTL_S + 30)
     assert run["status"] == "completed", run
+    gate.set()
     a.send(signal.SIGCONT)
 
     async def a_gave_up() -> bool:

@@ -438,7 +438,10 @@ async def test_closed_sessions_and_a_stopped_service_leave_no_browser_behind(
             session = await create_session(
                 service.client, task=f"tiny {index}", computer=browser_computer(page.url, 800, 600)
             )
-            run = await wait_for_run(service.client, session["id"], session["active_run_id"])
+            # Ten browser contexts at once: a generous bound on a loaded 2-core machine.
+            run = await wait_for_run(
+                service.client, session["id"], session["active_run_id"], within=90
+            )
             assert run["status"] == "completed" and run["output"] == "ok", run
             return str(session["id"])
 
