@@ -1,5 +1,6 @@
 """Run every benchmark of issue 5 (1-7) one after another, each in its own process,
-and with a Postgres URL also bench.replicas (SPEC v2.1, Postgres only).
+then bench.viewer (SPEC v2.2, real Chromium), and with a Postgres URL also
+bench.replicas (SPEC v2.1, Postgres only).
 
     .venv/bin/python -m bench.run_all [--quick] [--database-url URL] [--only a,b]
 
@@ -26,6 +27,7 @@ FULL: dict[str, list[str]] = {
     "cancel_latency": [],
     "request_size": [],
     "capacity": [],
+    "viewer": [],
     "replicas": [],
 }
 QUICK: dict[str, list[str]] = {
@@ -36,6 +38,7 @@ QUICK: dict[str, list[str]] = {
     "cancel_latency": ["--quick"],
     "request_size": ["--quick"],
     "capacity": ["--quick"],
+    "viewer": ["--loads", "2", "--events", "1000", "--seconds", "2"],
     "replicas": ["--quick"],
 }
 # The benchmarks that take --database-url (the others run on a fresh SQLite file).
