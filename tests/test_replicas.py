@@ -353,9 +353,12 @@ async def test_cut_connections_are_re_established_and_streams_catch_up(
     session = await create_session(a.client, task="click twice")
     sid, rid = session["id"], session["active_run_id"]
     b = await replicas.start(REPLICA_ID="replica-b")
-    opened_after = await last_seq(b.client, sid)
-    stream = asyncio.create_task(follow(b.client, sid, opened_after))
     await in_model_call(anthropic_fake, 2)
+    # Opened one event back, so its replay proves the stream open before the cut.
+    opened_after = await last_seq(b.client, sid) - 1
+    opened = asyncio.Event()
+    stream = asyncio.create_task(follow(b.client, sid, opened_after, opened))
+    await asyncio.wait_for(opened.wait(), 10)
     assert await terminate_backends(clean_db) >= 2  # pools and both LISTEN connections
 
     async def ready(service: ServiceProcess) -> bool:

@@ -37,6 +37,8 @@ async def read_stream(
             params=params,
             headers=dict(headers or {}),
         ) as source:
+            if source.response.status_code == 204:
+                return  # nothing could ever come (SPEC v2.2): no events
             assert source.response.headers["content-type"].startswith("text/event-stream")
             async for sse in source.aiter_sse():
                 if not sse.data:
