@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from app.db.engine import migrate
 from app.db.process_lock import ProcessLockError, acquire_sqlite_lock
+from app.observability.logging import configure_logging
 from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -57,6 +58,17 @@ def auth_refusal(settings: Settings, host: str) -> str | None:
     )
 
 
+def prices_refusal(settings: Settings) -> str | None:
+    """Why MODEL_PRICES_FILE cannot be used, or None."""
+    from app.observability.prices import PriceFileError, PriceTable
+
+    try:
+        PriceTable.load(settings.model_prices_file)
+    except PriceFileError as exc:
+        return str(exc)
+    return None
+
+
 _ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"'#]+")
 REDACTED = "[redacted]"
 
@@ -87,7 +99,11 @@ class RedactAccessTokens(logging.Filter):
 
 
 def _redact_arg(arg: Any) -> Any:
-    return redact_access_tokens(arg) if isinstance(arg, str) else arg
+    if isinstance(arg, str):
+        return redact_access_tokens(arg)
+    # Not only strings: httpx logs its requests' URLs as httpx.URL objects.
+    text = str(arg) if not isinstance(arg, (int, float)) else ""
+    return redact_access_tokens(text) if "access_token=" in text or "tok_" in text else arg
 
 
 def install_log_redaction() -> None:
@@ -100,9 +116,17 @@ def install_log_redaction() -> None:
                 handler.addFilter(redaction)
 
 
+def configure_service_logging(settings: Settings) -> None:
+    """The log of `serve`: one handler on the root logger (JSON lines, or text on a
+    terminal; LOG_FORMAT decides), to which uvicorn's loggers propagate, with the
+    access-token redaction on it."""
+    configure_logging(settings.log_format, settings.log_level, settings.replica_id)
+    install_log_redaction()
+
+
 def server_config(app: FastAPI, host: str, port: int, settings: Settings) -> uvicorn.Config:
-    """uvicorn's configuration of `serve`; building it sets up uvicorn's logging, whose
-    handlers then get the access-token redaction."""
+    """uvicorn's configuration of `serve`, without a logging configuration of its own:
+    its loggers (the access log too) write through the service's handler."""
     import uvicorn  # imported here so `migrate` does not pay for it
 
     config = uvicorn.Config(
@@ -110,6 +134,7 @@ def server_config(app: FastAPI, host: str, port: int, settings: Settings) -> uvi
         host=host,
         port=port,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + SHUTDOWN_SLACK_S,
+        log_config=None,
     )
     install_log_redaction()
     return config
@@ -117,7 +142,7 @@ def server_config(app: FastAPI, host: str, port: int, settings: Settings) -> uvi
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Checked before migrating, so a misconfigured start changes nothing.
-    problem = auth_refusal(settings, args.host)
+    problem = auth_refusal(settings, args.host) or prices_refusal(settings)
     if problem is not None:
         print(f"agent-sessions: error: {problem}", file=sys.stderr)
         return 2
@@ -136,13 +161,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_server(args: argparse.Namespace, settings: Settings) -> int:
-    # The service's own records (warnings, a lost lease, a failed run), each naming the
-    # replica that wrote it; uvicorn configures its own loggers.
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s [{settings.replica_id}] %(name)s: %(message)s",
-    )
-    _migrate(settings)
+    # Every record (the service's, uvicorn's, the access log), each naming the replica
+    # that wrote it.
+    configure_service_logging(settings)
+    asyncio.run(migrate(settings.database_url))
+    logging.getLogger("app.cli").info("database migrated to head (%s)", _head_label())
 
     import uvicorn  # imported here so `migrate` does not pay for it
 

@@ -17,6 +17,8 @@ from app.auth import Principal, TokenScope, hash_matches, token_id_of
 from app.db import repositories as repo
 from app.db.models import SessionRow, utcnow
 from app.lifespan import Services
+from app.observability.logging import bind_tenant
+from app.tenant_limits import RETRY_AFTER_S
 
 NO_AUTH_TENANT = "default"
 
@@ -81,7 +83,26 @@ async def get_principal(
     access_token: Annotated[str | None, Depends(_access_token)],
 ) -> Principal:
     """The caller: an API key in the Bearer header, else a session token (Bearer or
-    `?access_token=`); with no API_KEYS and no token, everyone (the "default" tenant)."""
+    `?access_token=`); with no API_KEYS and no token, everyone (the "default" tenant).
+    Each request counts against its tenant's TENANT_REQUESTS_PER_S: 429 beyond it."""
+    principal = await _identify(services, bearer, access_token)
+    bind_tenant(principal.tenant)  # on this request's log lines (its access line too)
+    limiter = services.tenant_requests
+    if limiter is not None and not await limiter.admit(principal.tenant):
+        raise Problem(
+            429,
+            f"Over this tenant's limit of {limiter.per_second} requests per second; "
+            "retry after the time Retry-After gives.",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return principal
+
+
+async def _identify(
+    services: Services,
+    bearer: HTTPAuthorizationCredentials | None,
+    access_token: str | None,
+) -> Principal:
     keys = services.settings.tenant_keys
     if bearer is not None:
         credential = bearer.credentials

@@ -32,7 +32,14 @@ from app.db.engine import (
 from app.events.bridge import EVENTS_CHANNEL, ListenBridge
 from app.events.broker import Broker
 from app.events.log import EventLog
+from app.observability.metrics import Metrics
+from app.observability.observer import Observer
+from app.observability.prices import PriceTable
+from app.observability.tracing import Tracing
+from app.retention import Purger
 from app.settings import Settings
+from app.tenant_limits import TenantRequestLimiter
+from app.webhooks.service import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,12 @@ class Services:
     browsers: BrowserPool
     bridge: ListenBridge | None = None
     shutting_down: bool = field(default=False)
+    # Metrics (GET /metrics), run log lines and spans: app/observability/.
+    observer: Observer = field(default_factory=Observer)
+    # The outbox, the address rule, signing and the delivery worker: app/webhooks/.
+    webhooks: Webhooks | None = None
+    # TENANT_REQUESTS_PER_S (app/tenant_limits.py); None counts nothing.
+    tenant_requests: TenantRequestLimiter | None = None
 
     def begin_shutdown(self) -> None:
         """From the shutdown signal on: new runs get 503, runs stop at a step boundary."""
@@ -80,9 +93,13 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def make_lifespan(
+    settings: Settings, tracing: Tracing | None = None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # First, so that a bad MODEL_PRICES_FILE stops the start before anything runs.
+        observer = Observer(Metrics(), PriceTable.load(settings.model_prices_file), tracing)
         await migrate(settings.database_url)
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
@@ -96,6 +113,9 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             notify_channel=None if settings.is_sqlite else EVENTS_CHANNEL,
             fencing=not settings.is_sqlite,
         )
+        event_log.observer = observer
+        webhooks = Webhooks.from_settings(settings, event_log)
+        event_log.outbox = webhooks.outbox  # outbox rows in the events' own transaction
         event_log.start()
         browsers = BrowserPool.from_settings(settings)
         kernel = kernel_client(settings)  # one Kernel client (connection pool) per service
@@ -106,6 +126,12 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
         computers.start()
         loops = LoopRegistry(settings)
         runner = Runner(settings, sessionmaker, event_log, computers, loops.create)
+        runner.observer = observer
+        observer.metrics.watch(
+            runs_active=lambda: runner.active_count,
+            leases_held=lambda: runner.leases.held_count,
+            sse_subscribers=broker.subscriber_count,
+        )
         bridge = None
         if not settings.is_sqlite:  # replicas: events and commands from the others
             bridge = ListenBridge(settings.database_url, sessionmaker, event_log, runner.on_signal)
@@ -124,16 +150,37 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             loops,
             browsers,
             bridge,
+            observer=observer,
+            webhooks=webhooks,
+            tenant_requests=TenantRequestLimiter.from_settings(settings, sessionmaker),
         )
         app.state.services = services
+        if tracing is not None:
+            tracing.start()  # outgoing httpx requests get spans from now on
+        webhooks.deliverer.on_outcome.append(observer.webhook_delivery)  # the metric
         runner.start()  # claims queued runs and those whose lease lapsed, from now on
-        log.info("replica %s started", settings.replica_id)
+        webhooks.deliverer.start()  # claims due webhook deliveries, from now on
+        purger = Purger(settings, event_log)  # expired idempotency keys, RETENTION_DAYS
+        purger.start()
+        keyed = loops.with_keys()
+        log.info(
+            "replica %s started; providers with keys: %s",
+            settings.replica_id,
+            ", ".join(keyed) or "none",
+            extra={"providers": keyed, "tracing": tracing is not None},
+        )
         wal = asyncio.create_task(checkpoint_wal(engine), name="sqlite-wal-checkpoint")
         try:
             yield
         finally:
             services.begin_shutdown()
+            # Attempts in flight get the grace too, alongside the runs; then abandoned.
+            deliverer_stopped = asyncio.create_task(
+                webhooks.deliverer.stop(settings.shutdown_grace_s)
+            )
+            await purger.stop()
             await runner.shutdown(settings.shutdown_grace_s)
+            await deliverer_stopped
             if bridge is not None:
                 await bridge.stop()
             broker.close()
@@ -152,5 +199,7 @@ def make_lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContex
             if inline_engine is not None:
                 await inline_engine.dispose()
             await engine.dispose()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # exports the spans still batched
 
     return lifespan

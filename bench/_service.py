@@ -7,7 +7,10 @@ loopback port (the tests' ServiceServer),
 prints `URL <url>`, and measures its own event-loop lag: a task asks to sleep
 10 ms and records how late it wakes. Commands on stdin, one a line:
 `reset` (forget lag samples), `stats` (print one JSON line: lag percentiles,
-RSS, CPU seconds, active runs), `quit`.
+RSS, CPU seconds, active runs), `emit {"sessions": [...], "rate": R, "seconds": S}`
+(append `assistant.message` events to those sessions, round robin, R a second for S
+seconds, through the service's own event log; answers `{"sent": N}` when all are
+committed: bench.webhooks' event source), `quit`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 import uvloop
 
+from app.events.log import EventLog
 from app.lifespan import tune_gc_for_serving
 from bench._harness import pct, rss_kb
 from tests.conftest import ServiceServer, make_settings
@@ -48,6 +52,21 @@ def stats(samples: list[float], active: int) -> dict[str, float]:
     }
 
 
+async def emit(log: EventLog, sessions: list[str], rate: float, seconds: float) -> int:
+    """Paced appends (not closed-loop): event i is started at i / rate s."""
+    total = int(rate * seconds)
+    start = time.monotonic()
+    appends = []
+    for i in range(total):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        event = ("assistant.message", {"text": f"bench {i}"})
+        appends.append(asyncio.create_task(log.append(sessions[i % len(sessions)], None, [event])))
+    await asyncio.gather(*appends)
+    return total
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", required=True)
@@ -71,6 +90,12 @@ async def main() -> None:
             if line == "reset":
                 samples.clear()
                 print("{}", flush=True)
+            elif line.startswith("emit "):
+                spec = json.loads(line[len("emit ") :])
+                sent = await emit(
+                    service.services.log, spec["sessions"], spec["rate"], spec["seconds"]
+                )
+                print(json.dumps({"sent": sent}), flush=True)
             elif line == "stats":
                 active = service.services.runner.active_count
                 print(json.dumps(stats(samples, active)), flush=True)

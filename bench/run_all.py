@@ -1,6 +1,7 @@
 """Run every benchmark of issue 5 (1-7) one after another, each in its own process,
-then bench.viewer (SPEC v2.2, real Chromium), and with a Postgres URL also
-bench.replicas (SPEC v2.1, Postgres only).
+then bench.viewer (SPEC v2.2, real Chromium), with a Postgres URL also
+bench.replicas (SPEC v2.1, Postgres only), bench.metrics_scrape (SPEC v2.4) and
+bench.idempotency (SPEC v2.3).
 
     .venv/bin/python -m bench.run_all [--quick] [--database-url URL] [--only a,b]
 
@@ -8,7 +9,7 @@ Without --database-url, each runs on a fresh SQLite file; with a Postgres URL, t
 same database is used by every benchmark (its tables are wiped: never point it at a
 database you need), except bench.replicas, which only connects to it to create and
 drop scratch databases of its own (`--only replicas` without a URL uses its default,
-the local Postgres). `--quick` is a short smoke version (seconds instead of minutes;
+the local Postgres), as do bench.metrics_scrape and bench.idempotency. `--quick` is a short smoke version (seconds instead of minutes;
 its figures are not measurements). Exits non-zero as soon as one benchmark does
 (a lost or duplicated event, or a crash).
 """
@@ -29,6 +30,8 @@ FULL: dict[str, list[str]] = {
     "capacity": [],
     "viewer": [],
     "replicas": [],
+    "metrics_scrape": [],
+    "idempotency": [],
 }
 QUICK: dict[str, list[str]] = {
     "event_append": ["--seconds", "2", "--rate", "1000"],
@@ -40,9 +43,13 @@ QUICK: dict[str, list[str]] = {
     "capacity": ["--quick"],
     "viewer": ["--loads", "2", "--events", "1000", "--seconds", "2"],
     "replicas": ["--quick"],
+    "metrics_scrape": ["--quick"],
+    "idempotency": ["--quick"],
 }
 # The benchmarks that take --database-url (the others run on a fresh SQLite file).
-TAKES_DATABASE = frozenset({"event_append", "sse_fanout", "resume", "replicas"})
+TAKES_DATABASE = frozenset(
+    {"event_append", "sse_fanout", "resume", "replicas", "metrics_scrape", "idempotency"}
+)
 # Run by default only when --database-url is a Postgres URL.
 POSTGRES_ONLY = frozenset({"replicas"})
 

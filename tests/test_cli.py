@@ -1,20 +1,31 @@
 """`agent-sessions serve`'s logging: session tokens in URLs never reach the log.
 
-The service is served with the configuration `serve` builds (uvicorn's own logging and
-access log), and the access log's output is captured as it would reach stdout.
+The service is served with the logging and the configuration `serve` builds (one
+handler on the root logger, to which uvicorn's access log propagates), and that
+handler's output is captured as it would reach stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
+from collections.abc import Iterator
 
 import httpx
+import pytest
 import uvicorn
 
-from app.cli import REDACTED, RedactAccessTokens, redact_access_tokens, server_config
+from app.cli import (
+    REDACTED,
+    RedactAccessTokens,
+    configure_service_logging,
+    redact_access_tokens,
+    server_config,
+)
 from app.main import create_app
+from app.observability.logging import ServiceLogHandler
 from tests.api.helpers import FAKE_COMPUTER
 from tests.conftest import make_settings
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -54,16 +65,40 @@ def test_the_filter_rewrites_message_and_arguments() -> None:
     assert f"access_token={REDACTED}" in record.getMessage()
 
 
+@pytest.fixture
+def serve_logging() -> Iterator[None]:
+    """The logging `serve` configures, undone afterwards (it changes this process's root
+    logger and uvicorn's loggers)."""
+    root = logging.getLogger()
+    level = root.level
+    saved = {
+        name: (logger.handlers[:], logger.propagate, logger.level)
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        if (logger := logging.getLogger(name))
+    }
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, ServiceLogHandler)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        for name, (handlers, propagate, logger_level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:] = handlers
+            logger.propagate, logger.level = propagate, logger_level
+
+
+@pytest.mark.usefixtures("serve_logging")
 async def test_the_access_log_of_serve_never_shows_a_token(
     clean_db: str, anthropic_fake: FakeAnthropic
 ) -> None:
-    settings = make_settings(clean_db, anthropic_fake.base_url)
+    settings = make_settings(clean_db, anthropic_fake.base_url, log_format="json")
+    configure_service_logging(settings)
     app = create_app(settings)
     config = server_config(app, "127.0.0.1", 0, settings)
     captured = io.StringIO()
-    for handler in logging.getLogger("uvicorn.access").handlers:
-        assert isinstance(handler, logging.StreamHandler)
-        handler.setStream(captured)  # the handler `serve` writes to, filter and all
+    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, ServiceLogHandler)]
+    handler.setStream(captured)  # the handler `serve` writes to, filter and all
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -86,6 +121,14 @@ async def test_the_access_log_of_serve_never_shows_a_token(
         server.should_exit = True
         await task
     log = captured.getvalue()
+    # One JSON object a line; the access lines carry their request's fields.
+    lines = [json.loads(line) for line in log.splitlines()]
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert {line["path"] for line in access} >= {
+        f"/v1/sessions/{sid}/events?access_token={REDACTED}&format=json",
+        f"/v1/sessions/{sid}?access_token={REDACTED}&limit=1",
+    }
+    assert all(line["request_id"].startswith("req_") for line in access)
     assert f"/v1/sessions/{sid}/events?access_token={REDACTED}&format=json" in log
     assert f"/v1/sessions/{sid}?access_token={REDACTED}&limit=1" in log
     secret = token.partition(".")[2]

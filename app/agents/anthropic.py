@@ -21,7 +21,9 @@ State layout (JSON, what `ctx.checkpoint` stores):
     continued     True after asking the model to continue past max_tokens
     halted        {stop_reason, message} once a safety check stopped the run
     failed        {type, message} once the model's reply failed the run (max_tokens
-                  twice, context window exceeded)
+                  twice, context window exceeded, an answer still invalid against the
+                  run's output_schema after its repair turn)
+    output_repairs  repair turns asked for this run's structured answer (structured.py)
     Both markers are written in the checkpoint that decides them, so a resumed run
     ends the same way without calling the model; a new run clears them.
 """
@@ -56,6 +58,7 @@ def new_state() -> dict[str, Any]:
         "continued": False,
         "halted": None,
         "failed": None,
+        "output_repairs": 0,
     }
 
 

@@ -20,6 +20,7 @@ from anthropic.types import Message
 from anthropic.types.beta import BetaMessage
 
 from app.agents import anthropic_transcript as tx
+from app.agents import structured
 from app.agents.anthropic_events import usage_of
 from app.agents.anthropic_tools import (
     BETA_HEADERS,
@@ -60,8 +61,9 @@ class RequestBuilder:
             raise ValueError(f"tool_version {self.version!r} is not an Anthropic computer tool")
         self.scale = ScaleMap(screen, choose_scaled_size(screen, "anthropic", self.version))
         self.tool = tool_params(self.version, self.scale.model.width, self.scale.model.height)
-        self.system = computer_use_system_prompt(
-            config.computer_type, config.system_prompt, today=today
+        self.system = structured.with_instructions(
+            computer_use_system_prompt(config.computer_type, config.system_prompt, today=today),
+            config.output_schema,
         )
         self.thinking, self.max_tokens = thinking_params(
             config.model, config.thinking_budget, config.max_tokens

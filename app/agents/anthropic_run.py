@@ -22,6 +22,7 @@ from anthropic import AsyncAnthropic
 
 from app.agents import anthropic_events as ev
 from app.agents import anthropic_transcript as tx
+from app.agents import structured
 from app.agents.anthropic_request import RequestBuilder
 from app.agents.anthropic_tools import (
     ActionInputError,
@@ -82,6 +83,7 @@ class AnthropicRun:
             state["messages"] = tx.repair_messages(state["messages"], "Interrupted")
         state.update(run_id=self.config.run_id, next_turn=0, stop_reason=None, in_flight=None)
         state.update(current_turn=None, continued=False, halted=None, failed=None)
+        state["output_repairs"] = 0
         blocks: list[tx.Block] = []
         if user_input:
             blocks.append({"type": "text", "text": user_input})
@@ -114,7 +116,7 @@ class AnthropicRun:
             return RunOutcome("refusal", output=tx.last_assistant_text(messages) or None)
         last_role = messages[-1]["role"] if messages else None
         if last_role == "assistant" and state["stop_reason"] != "pause_turn":
-            return RunOutcome("end_turn", output=tx.last_assistant_text(messages))
+            return await self._answer_outcome(tx.last_assistant_text(messages))
         if state["next_turn"] >= self.config.max_steps:
             # Checked at a step boundary: every tool_use is answered, nothing to repair.
             raise RunLimitExceeded(
@@ -169,6 +171,32 @@ class AnthropicRun:
             }
         await self._checkpoint(events, defer=True)  # the next step writes first
         self._raise_if_ended()
+
+    async def _answer_outcome(self, text: str) -> RunOutcome | None:
+        """The run's end on the model's final `text`; with an output_schema, an invalid
+        answer is sent back once (None: the loop goes on), then fails the run."""
+        schema = self.config.output_schema
+        if schema is None:
+            return RunOutcome("end_turn", output=text)
+        texts = [
+            b["text"] for b in self.state["messages"][-1]["content"] if b.get("type") == "text"
+        ]
+        value, errors = structured.parse_answer(
+            text, schema, last_part=texts[-1] if texts else None
+        )
+        if not errors:
+            return RunOutcome("end_turn", output=text, output_json=value)
+        state = self.state
+        if state["output_repairs"] < structured.MAX_REPAIRS:
+            state["output_repairs"] += 1
+            prompt = {"type": "text", "text": structured.repair_prompt(errors)}
+            tx.add_user_content(state["messages"], [prompt])
+            await self._checkpoint()
+            return None
+        message = structured.failure_message(errors)
+        state["failed"] = {"type": structured.OUTPUT_INVALID, "message": message}
+        await self._checkpoint()
+        raise ProviderError(message, type_=structured.OUTPUT_INVALID)
 
     def _raise_if_ended(self) -> None:
         """Raise what ended the run, once a checkpointed state records it."""

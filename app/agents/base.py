@@ -59,6 +59,8 @@ class RunConfig:
     max_tokens: int
     safety: dict[str, Any] = field(default_factory=dict)
     turn_retention: int | None = None  # None: every turn is sent
+    # The run's JSON Schema for its answer (SPEC v2.3 structured output), or None.
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class RunOutcome:
 
     stop_reason: StopReason
     output: str | None = None
+    # With an output_schema: the answer, parsed and valid against it.
+    output_json: Any = None
 
 
 class RunLimitExceeded(Exception):

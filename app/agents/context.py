@@ -48,6 +48,7 @@ from app.db.models import RunRow, SafetyCheckRow, SessionRow, utcnow
 from app.events.log import Apply, EventLog, EventsFor, NewEvent
 from app.events.types import StoredEvent
 from app.ids import new_id
+from app.observability.observer import Observer
 
 T = TypeVar("T")
 # A write staged for the run's next commit; it may set session row columns.
@@ -67,15 +68,15 @@ class UsageTotals:
     ) -> None:
         self.run_usage, self.run_turns = dict(run_usage or {}), run_turns
         self.session_usage = dict(session_usage or {})
-        self._counted: set[int] = set()
+        self.counted: set[int] = set()  # the turns whose usage is in the totals
 
     def added(
         self, index: int, usage: dict[str, int]
     ) -> tuple[dict[str, int], int, dict[str, int]]:
         """The totals with turn `index` counted (once: a retried write asks again)."""
-        if index in self._counted:
+        if index in self.counted:
             return self.run_usage, self.run_turns, self.session_usage
-        self._counted.add(index)
+        self.counted.add(index)
         self.run_usage = repo.add_usage(self.run_usage, usage)
         self.session_usage = repo.add_usage(self.session_usage, usage)
         self.run_turns = max(self.run_turns, index + 1)
@@ -118,9 +119,14 @@ class ServiceRunContext:
         *,
         totals: UsageTotals,
         lease: Lease | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
-        self.computer = computer
+        # Metrics and spans of model calls, actions and turns (None: tests of a loop alone).
+        self._observer = observer
+        self.computer = (
+            computer if observer is None else observer.computer(computer, config.computer_type)
+        )
         self.state = state
         self.last_action_executed: dict[str, Any] | None = None
         self._log = log
@@ -164,6 +170,8 @@ class ServiceRunContext:
                     }
 
     async def emit(self, type_: str, data: dict[str, Any]) -> int:
+        if type_ == "turn.started" and self._observer is not None:
+            self._observer.turn_started(int(data.get("turn") or 0))  # the turn's span
         stored, _ = await self._transact(
             [(type_, data)], on_commit=lambda: self._observe([(type_, data)])
         )
@@ -299,6 +307,7 @@ class ServiceRunContext:
         actions, results = list(turn.actions), list(turn.results)
 
         totals = self._totals
+        observer = self._observer
 
         async def save(db: AsyncSession, session: dict[str, Any]) -> None:
             now = utcnow()
@@ -325,6 +334,8 @@ class ServiceRunContext:
             # A turn may be written twice (response, then results; or again after a
             # restart): its usage counts once, when its row is inserted.
             if inserted:
+                if observer is not None and turn.index not in totals.counted:
+                    observer.turn_usage(config.provider, config.model, turn.usage)
                 run_usage, run_turns, session_usage = totals.added(turn.index, turn.usage)
                 await repo.update_run(db, config.run_id, usage=run_usage, turns=run_turns)
                 session["usage"] = session_usage
@@ -369,10 +380,21 @@ class ServiceRunContext:
         return image
 
     async def call_provider(self, call: Callable[[], Awaitable[T]]) -> T:
+        observer, provider, model = self._observer, self.config.provider, self.config.model
+
         async def on_retry(data: dict[str, Any]) -> None:
+            if observer is not None:
+                observer.provider_retry(provider, data.get("status_code"))
             await self.emit("provider.retry", data)
 
-        return await call_with_retries(call, self._policy, on_retry)
+        async def observed() -> T:  # each attempt is one model call
+            assert observer is not None
+            with observer.model_call(provider, model):
+                return await call()
+
+        return await call_with_retries(
+            call if observer is None else observed, self._policy, on_retry
+        )
 
     # ---- safety checks ---------------------------------------------------------
 

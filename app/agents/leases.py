@@ -40,6 +40,7 @@ class LeaseKeeper:
         *,
         on_lost: Callable[[Lease], None],
         on_cancel_requested: Callable[[str, str], None],
+        tenant_limit: int | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self.owner = owner
@@ -47,6 +48,8 @@ class LeaseKeeper:
         self.renew_s = renew_s
         self._on_lost = on_lost
         self._on_cancel_requested = on_cancel_requested
+        # TENANT_MAX_ACTIVE_RUNS: claims skip the queued runs of tenants at the limit.
+        self.tenant_limit = tenant_limit
         self._held: dict[str, Lease] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -59,6 +62,11 @@ class LeaseKeeper:
     def get(self, run_id: str) -> Lease | None:
         return self._held.get(run_id)
 
+    @property
+    def held_count(self) -> int:
+        """How many run leases this replica holds (agent_sessions_leases_held)."""
+        return len(self._held)
+
     async def claim(
         self, limit: int, *, own_past: bool = False, running_here: Sequence[str] = ()
     ) -> list[tuple[repo.ClaimedRun, Lease]]:
@@ -67,7 +75,13 @@ class LeaseKeeper:
         sent = time.monotonic()
         async with self._sessionmaker() as db, db.begin():
             claimed = await repo.claim_runs(
-                db, self.owner, limit, self.ttl_s, own_past=own_past, running_here=running_here
+                db,
+                self.owner,
+                limit,
+                self.ttl_s,
+                own_past=own_past,
+                running_here=running_here,
+                tenant_limit=self.tenant_limit,
             )
         out = []
         for run in claimed:

@@ -43,7 +43,9 @@ State layout (JSON, what `ctx.checkpoint` stores):
     needs_screenshot the next run starts with a fresh screenshot (after a repair)
     continued        True after asking the model to continue an incomplete reply
     halted           {stop_reason, message} once a safety check stopped the run
-    failed           {type, message} once the run failed for good (cut short twice)
+    failed           {type, message} once the run failed for good (cut short twice, an
+                     answer still invalid against the run's output_schema after its repair)
+    output_repairs   repair turns asked for this run's structured answer (structured.py)
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def new_state() -> dict[str, Any]:
         "continued": False,
         "halted": None,
         "failed": None,
+        "output_repairs": 0,
     }
 
 

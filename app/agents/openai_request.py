@@ -24,6 +24,7 @@ from openai.types.responses import Response
 from PIL import Image
 
 from app.agents import openai_items as items_
+from app.agents import structured
 from app.agents.base import ProviderError, RunContext
 from app.agents.openai_events import usage_of
 from app.agents.openai_items import Item, Mark
@@ -71,8 +72,9 @@ class RequestBuilder:
         self.scale = ScaleMap(screen, choose_scaled_size(screen, "openai", self.version))
         self.tool = tool_params(self.version, self.scale.model, config.computer_type)
         self.detail = image_detail(self.version)
-        self.instructions = computer_use_system_prompt(
-            config.computer_type, config.system_prompt, today=today
+        self.instructions = structured.with_instructions(
+            computer_use_system_prompt(config.computer_type, config.system_prompt, today=today),
+            config.output_schema,
         )
         self.reasoning = reasoning_params(self.version)
         # Only a full resend carries old screenshots (a chained request sends the new

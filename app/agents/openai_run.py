@@ -19,6 +19,7 @@ from openai.types.responses import Response
 
 from app.agents import openai_events as ev
 from app.agents import openai_items as items_
+from app.agents import structured
 from app.agents.base import (
     Event,
     ProviderError,
@@ -90,6 +91,7 @@ class OpenAIRun:
         state.update(awaiting=None, progress=None, current_turn=None, continued=False)
         state["halted"] = None
         state["failed"] = None
+        state["output_repairs"] = 0
         shot = None
         if state["last_shot"] is None or state["needs_screenshot"]:
             shot = await self.capture()
@@ -126,7 +128,7 @@ class OpenAIRun:
         if state["stop_reason"] in REFUSALS:
             return RunOutcome("refusal", output=items_.final_text(items) or None)
         if items and not items_.is_input(items[-1]):
-            return RunOutcome("end_turn", output=items_.final_text(items))
+            return await self._answer_outcome(items_.final_text(items))
         if state["next_turn"] >= self.config.max_steps:
             # Checked at a step boundary: every call is answered, nothing to repair.
             raise RunLimitExceeded(
@@ -182,6 +184,30 @@ class OpenAIRun:
         else:
             state["continued"] = False
         await self.checkpoint(events, defer=True)  # the next step writes first
+
+    async def _answer_outcome(self, text: str) -> RunOutcome | None:
+        """The run's end on the model's final `text`; with an output_schema, an invalid
+        answer is sent back once (None: the loop goes on), then fails the run."""
+        schema = self.config.output_schema
+        if schema is None:
+            return RunOutcome("end_turn", output=text)
+        last = self.state["items"][-1]
+        texts = items_.message_texts(last) if last.get("type") == "message" else []
+        value, errors = structured.parse_answer(
+            text, schema, last_part=texts[-1] if texts else None
+        )
+        if not errors:
+            return RunOutcome("end_turn", output=text, output_json=value)
+        state = self.state
+        if state["output_repairs"] < structured.MAX_REPAIRS:
+            state["output_repairs"] += 1
+            state["items"].append(items_.user_message(structured.repair_prompt(errors)))
+            await self.checkpoint()
+            return None
+        message = structured.failure_message(errors)
+        state["failed"] = {"type": structured.OUTPUT_INVALID, "message": message}
+        await self.checkpoint()
+        raise ProviderError(message, type_=structured.OUTPUT_INVALID)
 
     # ---- screenshots and checkpoints -------------------------------------------------
 

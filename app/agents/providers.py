@@ -23,6 +23,14 @@ class LoopRegistry:
     def supports(self, provider: str) -> bool:
         return provider in SUPPORTED_PROVIDERS
 
+    def with_keys(self) -> list[str]:
+        """The providers whose API key is set on the service (never the keys)."""
+        keys = {
+            "anthropic": self._settings.anthropic_api_key,
+            "openai": self._settings.openai_api_key,
+        }
+        return [name for name in SUPPORTED_PROVIDERS if keys.get(name)]
+
     def default_model(self, provider: str) -> str:
         if provider == "openai":
             return self._settings.default_openai_model

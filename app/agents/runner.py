@@ -51,6 +51,7 @@ from app.db import repositories as repo
 from app.db.lease import Lease
 from app.db.models import RunRow, SessionRow, utcnow
 from app.events.log import Apply, EventLog, LeaseLost, WriteRefused
+from app.observability.observer import Observer
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def run_config(session: SessionRow, run: RunRow, settings: Settings) -> RunConfi
         max_tokens=settings.max_tokens,
         safety=session.safety or {},
         turn_retention=options.get("turn_retention"),
+        output_schema=run.output_schema,
     )
 
 
@@ -157,9 +159,12 @@ class Runner:
             settings.lease_renew_s,
             on_lost=self._lease_lost,
             on_cancel_requested=self._cancel_requested,
+            tenant_limit=settings.tenant_max_active_runs,
         )
         # Set by the LISTEN bridge on Postgres: commands reach the other replicas.
         self.signal: Signal | None = None
+        # Metrics, log context and spans of runs (the service's own, set by the lifespan).
+        self.observer = Observer()
         self._claim_wake: asyncio.Event | None = None
         self._claimer: asyncio.Task[None] | None = None
         self._pending_cancels: set[asyncio.Task[None]] = set()
@@ -167,7 +172,14 @@ class Runner:
 
     # ---- starting runs ----------------------------------------------------------
 
-    async def create_run(self, session_id: str, user_input: str, run_id: str) -> RunRow:
+    async def create_run(
+        self,
+        session_id: str,
+        user_input: str,
+        run_id: str,
+        *,
+        output_schema: dict[str, Any] | None = None,
+    ) -> RunRow:
         """Insert a queued run (409 semantics via RunConflict) and schedule it."""
 
         async def insert(db: AsyncSession) -> RunRow:
@@ -182,6 +194,7 @@ class Runner:
                 session_id=session_id,
                 status="queued",
                 input=user_input,
+                output_schema=output_schema,
                 usage={},
                 turns=0,
             )
@@ -396,6 +409,7 @@ class Runner:
 
     async def _supervise(self, session_id: str, run_id: str, resumed: str | None) -> None:
         active = self._active[run_id]
+        observed = self.observer.run_scope(session_id, run_id)  # log ids, the run's span
         # Until it ends, the session's computer is in use: never released as idle.
         self._computers.run_started(session_id)
         try:
@@ -428,6 +442,7 @@ class Runner:
                 del self._active[run_id]
             self.safety_gate.forget(run_id)
             self.wake()
+            observed.end()
 
     async def _leave(self, active: _Active) -> None:
         """The run goes on elsewhere: its computer is left (a remote one stays up for
@@ -451,6 +466,7 @@ class Runner:
             run = await db.get(RunRow, run_id)
         if session is None or run is None or run.status in repo.TERMINAL_RUN_STATUSES:
             return
+        self.observer.run_loaded(session.tenant, session.provider, session.model)
         if run.cancel_requested is not None and active.cancel_reason is None:
             active.cancel_reason = run.cancel_requested  # asked while it was being claimed
         if active.cancel_reason in LEFT_FOR_OTHERS:
@@ -534,6 +550,7 @@ class Runner:
             self._settings.default_safety_check_timeout_s,
             totals=UsageTotals(run.usage, run.turns or 0, session.usage),
             lease=lease,
+            observer=self.observer,
         )
         if resumed is not None:
             async with self._sessionmaker() as db:
@@ -633,7 +650,14 @@ class Runner:
         if exc is None:
             outcome = inner.result()
             await finish(
-                session_id, run_id, "completed", outcome.stop_reason, outcome.output, None, None
+                session_id,
+                run_id,
+                "completed",
+                outcome.stop_reason,
+                outcome.output,
+                None,
+                None,
+                output_json=outcome.output_json,
             )
         elif isinstance(exc, RunHalted):
             # A rejected or expired safety check: the loop left a valid transcript.
@@ -695,6 +719,7 @@ class Runner:
         *,
         staged: Apply | None = None,
         lease: Lease | None = None,
+        output_json: Any = None,
     ) -> None:
         """Commit the terminal state and its event together (nothing if already ended).
         With `lease`, as the run's owner; without, only if no live replica holds the run
@@ -713,7 +738,7 @@ class Runner:
             if run is None or run.status in repo.TERMINAL_RUN_STATUSES:
                 return None
             run.status, run.stop_reason, run.output = status, stop_reason, output
-            run.error, run.ended_at = error, now
+            run.error, run.ended_at, run.output_json = error, now, output_json
             session = await db.get(SessionRow, session_id, with_for_update=True)
             if session is not None:
                 if session.active_run_id == run_id:
@@ -733,7 +758,13 @@ class Runner:
             }
             if status == "cancelled":
                 data["last_action_executed"] = last_action
-            return {"run": data, "expired": [check_event_data(row) for row in expired]}
+            if status == "completed":
+                data["output_json"] = output_json  # structured output (SPEC v2.3)
+            return {
+                "run": data,
+                "expired": [check_event_data(row) for row in expired],
+                "provider": session.provider if session is not None else "other",
+            }
 
         def announce(found: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
             if found is None:
@@ -742,7 +773,9 @@ class Runner:
             events = [("safety_check.expired", check) for check in found["expired"]]
             return [*events, (f"run.{status}", found["run"])]
 
-        await self._log.transact(session_id, run_id, announce, apply, lease=lease)
+        _, ended = await self._log.transact(session_id, run_id, announce, apply, lease=lease)
+        if ended is not None:
+            self.observer.run_ended(ended["provider"], status, error)
 
     # ---- lifecycle -------------------------------------------------------------------
 

@@ -170,6 +170,7 @@ _DOCUMENTED = {
     409: "Conflict with the current state",
     413: "Request body over 1 MiB",
     422: "Validation failed; `errors` names each field",
+    429: "Over the tenant's TENANT_REQUESTS_PER_S; retry after `Retry-After` seconds",
     503: "Shutting down or not ready",
 }
 
@@ -179,6 +180,7 @@ def document_problems(app: FastAPI) -> None:
     (FastAPI documents its own HTTPValidationError shape otherwise)."""
     from fastapi.openapi.utils import get_openapi
 
+    from app.api import idempotency
     from app.api.schemas import Problem as ProblemModel
 
     def openapi() -> dict[str, Any]:
@@ -187,6 +189,7 @@ def document_problems(app: FastAPI) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
+        idempotency.document(schema)  # the Idempotency-Key header of the POSTs, and 409
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
@@ -198,7 +201,7 @@ def document_problems(app: FastAPI) -> None:
             if not path.startswith("/v1/"):
                 continue  # /healthz and /readyz answer with their own Health body
             for method, operation in operations.items():
-                codes = {400, 401, 422}
+                codes = {400, 401, 422, 429}  # 429: any caller with a tenant may be limited
                 if "{sid}" in path:
                     codes.add(404)
                 if method != "get" or path == "/v1/sessions":
@@ -211,6 +214,12 @@ def document_problems(app: FastAPI) -> None:
                 codes |= {int(c) for c in responses if c.isdigit() and int(c) >= 400}
                 for code in sorted(codes):
                     responses[str(code)] = {"description": _DOCUMENTED[code], "content": problem}
+                responses["429"]["headers"] = {
+                    "Retry-After": {
+                        "description": "Seconds until the tenant's window ends",
+                        "schema": {"type": "integer"},
+                    }
+                }
         app.openapi_schema = schema
         return schema
 

@@ -39,7 +39,9 @@ async def create_run(
     body: schemas.RunCreate, session: ControlledSession, services: ServicesDep
 ) -> schemas.Run:
     try:
-        run = await services.runner.create_run(session.id, body.input, new_id("run"))
+        run = await services.runner.create_run(
+            session.id, body.input, new_id("run"), output_schema=body.output_schema
+        )
     except RunConflict as exc:
         raise Problem(409, str(exc)) from exc
     return run_view(run)

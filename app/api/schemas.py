@@ -17,10 +17,13 @@ from pydantic import (
 )
 
 from app.agents.safety import ACTION_TYPES
+from app.agents.structured import check_schema as check_output_schema
 from app.events.schemas import Event, Usage
 
 # One model for the REST resource and the data of the safety_check.* events.
 from app.events.schemas import SafetyCheck as SafetyCheck
+from app.events.types import EVENT_TYPES
+from app.webhooks.outbox import DEFAULT_EVENTS as WEBHOOK_DEFAULT_EVENTS
 
 MAX_TEXT = 100_000
 # Ids and cursors: what new_id() and screenshot ids are made of (anything else is a 422).
@@ -151,6 +154,60 @@ class SafetyOptions(_Strict):
         return value
 
 
+OUTPUT_SCHEMA_DESCRIPTION = (
+    "A JSON Schema (at most 64 KiB serialized; local `$ref`s only) the run's answer must "
+    "satisfy: the model is asked for a JSON value valid against it, which the run reports "
+    "as `output_json`. An answer that does not validate is sent back to the model once "
+    "with the validation errors; if it is still invalid the run fails with error type "
+    "`output_invalid`."
+)
+
+
+def _output_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        check_output_schema(value)  # ValueError: a 422 naming the field
+    return value
+
+
+WEBHOOK_EVENT_TYPES = EVENT_TYPES | frozenset(WEBHOOK_DEFAULT_EVENTS)
+
+
+class WebhookSpec(_Strict):
+    """Where the session's events are POSTed, signed as Standard Webhooks do."""
+
+    url: str = Field(
+        max_length=2048,
+        description="An http(s) URL whose host is public (unless the service sets "
+        "WEBHOOK_ALLOW_PRIVATE); checked at create and at every delivery.",
+    )
+    events: list[str] = Field(
+        default_factory=lambda: list(WEBHOOK_DEFAULT_EVENTS),
+        min_length=1,
+        max_length=len(WEBHOOK_EVENT_TYPES),
+        description="The event types to deliver (default: "
+        + ", ".join(WEBHOOK_DEFAULT_EVENTS)
+        + ").",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        url = AnyUrl(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("url must be an http(s) URL with a host")
+        if url.username or url.password:
+            raise ValueError("url must not carry credentials (user:password@)")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - WEBHOOK_EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event type(s) {', '.join(unknown)}")
+        return list(dict.fromkeys(value))
+
+
 class SessionCreate(_Strict):
     provider: Literal["anthropic", "openai"]
     model: str | None = Field(default=None, min_length=1, max_length=200)
@@ -160,10 +217,25 @@ class SessionCreate(_Strict):
     options: RunOptions = Field(default_factory=RunOptions)
     safety: SafetyOptions = Field(default_factory=SafetyOptions)
     metadata: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
+    output_schema: dict[str, JsonValue] | None = Field(
+        default=None, description=OUTPUT_SCHEMA_DESCRIPTION + " Applies to run 1: needs `task`."
+    )
+    webhook: WebhookSpec | None = Field(
+        default=None,
+        description="POST these events of the session to this URL (default: the service's "
+        "DEFAULT_WEBHOOK_URL, if it has one).",
+    )
+
+    _check_output_schema = field_validator("output_schema")(_output_schema)
 
 
 class RunCreate(_Strict):
     input: str = Field(min_length=1, max_length=MAX_TEXT)
+    output_schema: dict[str, JsonValue] | None = Field(
+        default=None, description=OUTPUT_SCHEMA_DESCRIPTION
+    )
+
+    _check_output_schema = field_validator("output_schema")(_output_schema)
 
 
 class RejectBody(_Strict):
@@ -219,6 +291,9 @@ class Session(BaseModel):
     options: dict[str, Any]
     safety: dict[str, Any]
     metadata: dict[str, Any]
+    webhook: WebhookSpec | None = Field(
+        default=None, description="The session's own webhook (null: none named)"
+    )
     active_run_id: str | None
     last_run: LastRun | None
     last_event_seq: int
@@ -233,6 +308,13 @@ class Run(BaseModel):
     status: RunStatus
     input: str
     output: str | None
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="The JSON Schema the answer must satisfy, if one was given"
+    )
+    output_json: Any = Field(
+        default=None,
+        description="With output_schema: the answer, valid against it (completed runs)",
+    )
     stop_reason: str | None
     error: RunError | None
     turns: int
@@ -252,6 +334,28 @@ class Turn(BaseModel):
     results: list[Any]
     usage: Usage
     latency_ms: int | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class WebhookAttempt(BaseModel):
+    """One attempt to deliver one event to the session's webhook."""
+
+    id: str = Field(description="The attempt's id (cursor of `after`)")
+    webhook_id: str = Field(description="The `webhook-id` header: the same at every attempt")
+    event_seq: int
+    event_type: str
+    attempt: int = Field(description="1 for the first attempt, then 2, 3...")
+    status_code: int | None = Field(description="The receiver's HTTP status, if it answered")
+    error: str | None = Field(
+        description="Why the attempt failed without a status (timeout, connection, refused "
+        "address), or that a redirect was not followed"
+    )
+    outcome: Literal["in_flight", "delivered", "retrying", "failed", "interrupted"] = Field(
+        description="delivered (2xx); retrying (failed, another attempt follows); failed "
+        "(the last attempt failed: given up); interrupted (its replica stopped first: the "
+        "next attempt follows); in_flight"
+    )
     started_at: datetime
     ended_at: datetime | None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import schemas
@@ -22,6 +22,8 @@ from app.deps import (
     SessionOr404,
 )
 from app.ids import new_id
+from app.retention import purge_session
+from app.webhooks.service import WebhookRefused
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -47,6 +49,12 @@ def _check_create(body: schemas.SessionCreate, services: ServicesDep) -> None:
             raise _invalid(
                 "options.tool_version", f"{version!r} is not a {body.provider} tool version"
             )
+    if body.output_schema is not None and body.task is None:
+        raise _invalid(
+            "output_schema",
+            "output_schema applies to the run that `task` starts: give a task, or give the "
+            "schema with a follow-up run (POST /v1/sessions/{sid}/runs)",
+        )
     if body.options.turn_retention is not None and body.provider != "anthropic":
         raise _invalid(
             "options.turn_retention",
@@ -70,6 +78,19 @@ def _check_create(body: schemas.SessionCreate, services: ServicesDep) -> None:
                 raise _invalid(f"safety.{name}", "not enforceable on a kernel computer")
 
 
+async def _check_webhook(
+    body: schemas.SessionCreate, tenant: str, services: ServicesDep
+) -> dict[str, Any] | None:
+    """The webhook to store: the tenant can sign, and its host is an allowed address."""
+    if body.webhook is None or services.webhooks is None:
+        return None
+    try:
+        await services.webhooks.check(tenant, body.webhook.url)
+    except WebhookRefused as exc:
+        raise _invalid(exc.field, exc.message) from exc
+    return body.webhook.model_dump()
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -81,6 +102,7 @@ async def create_session(
     body: schemas.SessionCreate, tenant: CurrentTenant, services: ServicesDep
 ) -> schemas.Session:
     _check_create(body, services)
+    webhook = await _check_webhook(body, tenant, services)
     session_id = new_id("ses")
     run_id = new_id("run") if body.task else None
     computer = body.computer.model_dump(exclude_none=True)
@@ -101,6 +123,7 @@ async def create_session(
             options=options,
             safety=safety,
             metadata_=body.metadata,
+            webhook=webhook,
             active_run_id=run_id,
             last_run_id=run_id,
             usage={},
@@ -117,6 +140,7 @@ async def create_session(
                 session_id=session_id,
                 status="queued",
                 input=body.task,
+                output_schema=body.output_schema,
                 usage={},
                 turns=0,
                 created_at=now,
@@ -138,6 +162,8 @@ async def create_session(
     ]
     if run_id is not None:
         events.append(("run.queued", {"run_id": run_id, "input": body.task}))
+    if services.webhooks is not None:  # known here: the event log need not read it back
+        services.webhooks.outbox.remember(session_id, tenant, webhook)
     stored, (session, run) = await services.log.transact(session_id, run_id, events, insert)
     if run_id is not None:
         services.runner.wake()
@@ -146,13 +172,18 @@ async def create_session(
 
 @router.get("", response_model=schemas.Page[schemas.Session], summary="List sessions, newest first")
 async def list_sessions(
+    request: Request,
     tenant: CurrentTenant,
     db: DbSession,
     status_: Annotated[schemas.SessionStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
 ) -> schemas.Page[schemas.Session]:
-    rows = await repo.list_sessions(db, tenant, status_, after, limit + 1)
+    """Also `?metadata.KEY=VALUE` (repeatable, all must match): sessions whose
+    `metadata[KEY]`, as a string, is exactly VALUE (a string itself; a number or a
+    boolean its JSON spelling, `5`, `true`; null, arrays and objects never match)."""
+    metadata = _metadata_filters(request)
+    rows = await repo.list_sessions(db, tenant, status_, after, limit + 1, metadata)
     page = rows[:limit]
     return schemas.Page[schemas.Session](
         data=await sessions_view(db, page),
@@ -172,7 +203,17 @@ async def get_session(session: SessionOr404, db: DbSession) -> schemas.Session:
     summary="Cancel the active run, release the computer, close the session",
 )
 async def close_session(
-    session: OwnedSession, services: ServicesDep, db: DbSession
+    session: OwnedSession,
+    services: ServicesDep,
+    db: DbSession,
+    purge: Annotated[
+        bool,
+        Query(
+            description="Also delete the session at once with everything it owns (events, "
+            "runs, turns, screenshots, safety checks, tokens); then it is 404. The answer is "
+            "the session as it was when closed."
+        ),
+    ] = False,
 ) -> schemas.Session:
     session_id = session.id
     cancelled: set[str] = set()
@@ -206,5 +247,31 @@ async def close_session(
     await services.runner.announce(f"release {session_id}")  # its computer elsewhere
     async with services.sessionmaker() as fresh:
         row = await repo.get_session(fresh, session_id)
-        assert row is not None
-        return (await sessions_view(fresh, [row]))[0]
+        if row is None:  # purged meanwhile (another DELETE ?purge=true)
+            raise Problem(404, f"Session {session_id} not found.")
+        closed = (await sessions_view(fresh, [row]))[0]
+    if purge:
+        await purge_session(services.log, session_id)
+    return closed
+
+
+METADATA_FILTER = "metadata."
+MAX_METADATA_FILTERS = 20
+MAX_METADATA_FILTER_CHARS = 1000
+
+
+def _metadata_filters(request: Request) -> list[tuple[str, str]]:
+    """The `?metadata.KEY=VALUE` pairs of a list request."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in request.query_params.multi_items():
+        if not name.startswith(METADATA_FILTER):
+            continue
+        key = name[len(METADATA_FILTER) :]
+        if not key:
+            raise _invalid(name, "name a metadata key: metadata.KEY=VALUE")
+        if len(key) > MAX_METADATA_FILTER_CHARS or len(value) > MAX_METADATA_FILTER_CHARS:
+            raise _invalid(name, f"at most {MAX_METADATA_FILTER_CHARS} characters")
+        pairs.append((key, value))
+    if len(pairs) > MAX_METADATA_FILTERS:
+        raise _invalid("metadata", f"at most {MAX_METADATA_FILTERS} metadata filters")
+    return pairs

@@ -43,6 +43,7 @@ def session_view(row: SessionRow, last_run: RunRow | None, last_event_seq: int) 
         options=row.options,
         safety=row.safety,
         metadata=row.metadata_,
+        webhook=schemas.WebhookSpec.model_construct(**row.webhook) if row.webhook else None,
         active_run_id=row.active_run_id,
         last_run=(
             schemas.LastRun(
@@ -71,6 +72,8 @@ def run_view(row: RunRow) -> schemas.Run:
         status=row.status,  # type: ignore[arg-type]
         input=row.input,
         output=row.output,
+        output_schema=row.output_schema,
+        output_json=row.output_json,
         stop_reason=row.stop_reason,
         error=schemas.RunError(
             type=row.error.get("type", "error"), message=row.error.get("message", "")

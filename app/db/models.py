@@ -1,5 +1,6 @@
 """SQLAlchemy 2 models: sessions, runs, turns, events, screenshots, safety checks,
-session tokens.
+session tokens, webhook deliveries and attempts, idempotency keys, per-tenant request
+counts.
 
 The Alembic migrations (migrations/versions) create exactly these tables; a
 test compares the two so they cannot drift.
@@ -98,6 +99,8 @@ class SessionRow(Base):
         deferred=True,
     )
     page_url: Mapped[str | None] = mapped_column(Text)
+    # The session's webhook (migration 0006): {"url", "events"}, or None.
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -130,6 +133,11 @@ class RunRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A cancel committed by a replica that does not own the run: its reason.
     cancel_requested: Mapped[str | None] = mapped_column(String(40))
+    # Structured output (migration 0008): the JSON Schema the answer must satisfy, and
+    # the answer parsed from the model's final text, once valid (None reads back as
+    # None whether it was stored as SQL NULL or JSON null).
+    output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    output_json: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
     __table_args__ = (
         Index("ix_runs_status_created", "status", "created_at"),
@@ -213,3 +221,101 @@ class SessionTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class IdempotencyKeyRow(Base):
+    """A POST's Idempotency-Key (migration 0007): per caller (`tenant`, and `caller`,
+    the token id for a session token, "" for an API key), the SHA-256 of the request
+    (method, path, body; never the body) and, once the first request has answered, its
+    status and body. `status_code` NULL: the first request is still in progress. The
+    primary key is what makes one request win across replicas and concurrent requests."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    caller: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The session the answer is about (no foreign key: a key may outlive it), so that
+    # purging a session also purges the answers that describe it.
+    session_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class WebhookDeliveryRow(Base):
+    """The webhook outbox (migration 0006): one event to deliver to one URL. Written in
+    the event's own transaction; its id is the `webhook-id` header of every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(Text)
+    # pending -> delivered | failed (given up)
+    status: Mapped[str] = mapped_column(String(16))
+    # Claims so far; the next attempt's number is attempts + 1.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When it is next due; a claim moves it past the attempt's timeout, so an
+    # attempt whose replica died is taken again by another.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("session_id", "event_seq", name="uq_webhook_deliveries_session_seq"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # A session's oldest pending delivery, which alone may be sent (seq order).
+        Index(
+            "ix_webhook_deliveries_pending_session",
+            "session_id",
+            "event_seq",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class WebhookAttemptRow(Base):
+    """One attempt to deliver an outbox row (migration 0006)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    replica: Mapped[str] = mapped_column(String(80))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "attempt", name="uq_webhook_attempts_delivery_attempt"),
+        Index("ix_webhook_attempts_session_id", "session_id", "id"),
+    )
+
+
+class TenantRequestCountRow(Base):
+    """Requests of one tenant in its current one-second window (migration 0008): what
+    TENANT_REQUESTS_PER_S counts in on Postgres, shared by every replica."""
+
+    __tablename__ = "tenant_request_counts"
+
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The window: whole seconds since the epoch, by the database's clock.
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)

@@ -4,7 +4,7 @@ never commit: the caller (a request, or the event log's writer) owns the transac
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -12,10 +12,15 @@ from typing import Any, cast
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Column,
     ColumnElement,
     Select,
     String,
     Table,
+    and_,
+    case,
+    delete,
+    exists,
     func,
     literal,
     or_,
@@ -23,17 +28,21 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import aliased, undefer
 
 from app.db.models import (
+    Base,
     EventRow,
+    IdempotencyKeyRow,
     RunRow,
     SafetyCheckRow,
     ScreenshotRow,
     SessionRow,
     SessionTokenRow,
+    TenantRequestCountRow,
     TurnRow,
     UTCDateTime,
     utcnow,
@@ -157,15 +166,49 @@ async def get_session(
 
 
 async def list_sessions(
-    db: AsyncSession, tenant: str, status: str | None, after: str | None, limit: int
+    db: AsyncSession,
+    tenant: str,
+    status: str | None,
+    after: str | None,
+    limit: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> list[SessionRow]:
+    """Newest first; `metadata` pairs must all match (`metadata_matches`)."""
     stmt = select(SessionRow).where(SessionRow.tenant == tenant).options(_WITH_SEQ)
     if status is not None:
         stmt = stmt.where(SessionRow.status == status)
+    for key, value in metadata:
+        stmt = stmt.where(metadata_matches(db.get_bind().dialect.name, key, value))
     if after is not None:
         stmt = stmt.where(SessionRow.id < after)
     result = await db.scalars(stmt.order_by(SessionRow.id.desc()).limit(limit))
     return list(result)
+
+
+# JSON types whose value, "as a string", is well defined: a string is itself, a number
+# or a boolean its JSON spelling (5, 2.5, true). Null, arrays and objects never match.
+_PG_MATCHABLE = ("string", "number", "boolean")
+_SQLITE_MATCHABLE = ("text", "integer", "real", "true", "false")
+
+
+def metadata_matches(dialect: str, key: str, value: str) -> ColumnElement[bool]:
+    """The session's `metadata[key]`, as a string, equals `value`. Bound parameters only:
+    any key (dots, quotes) is looked up as it is, never parsed as a JSON path."""
+    if dialect == "postgresql":
+        field = SessionRow.metadata_.op("->", return_type=postgresql.JSONB)(literal(key, String))
+        text_of = SessionRow.metadata_.op("->>", return_type=String)(literal(key, String))
+        return and_(func.jsonb_typeof(field).in_(_PG_MATCHABLE), text_of == value)
+    entry = func.json_each(SessionRow.metadata_).table_valued("key", "value", "type")
+    as_text = case(
+        (entry.c.type == "true", literal("true")),
+        (entry.c.type == "false", literal("false")),
+        else_=cast_(entry.c.value, String),
+    )
+    return exists(
+        select(1)
+        .select_from(entry)
+        .where(entry.c.key == key, entry.c.type.in_(_SQLITE_MATCHABLE), as_text == value)
+    )
 
 
 async def update_session(db: AsyncSession, session_id: str, **values: Any) -> None:
@@ -262,29 +305,42 @@ async def claim_runs(
     *,
     own_past: bool = False,
     running_here: Sequence[str] = (),
+    tenant_limit: int | None = None,
 ) -> list[ClaimedRun]:
     """Take up to `limit` runs, oldest first, at a new epoch: queued runs, runs whose
     lease was released (hand-off) or lapsed, and with `own_past` those a previous
     life of `owner` held (a restart under the same REPLICA_ID). Rows another replica
-    is claiming at the same moment are skipped, not waited for."""
-    claimable = or_(RunRow.lease_owner.is_(None), RunRow.lease_expires_at < db_now(db))
-    if own_past:
-        claimable = or_(claimable, RunRow.lease_owner == owner)
-    if db.get_bind().dialect.name != "postgresql":
-        # One process per SQLite file: any other owner is a process that is gone.
-        claimable = or_(claimable, RunRow.lease_owner != owner)
-    picked = await db.execute(
-        select(RunRow.id, RunRow.lease_owner)
-        .where(
-            RunRow.status.in_(UNFINISHED_RUN_STATUSES),
+    is claiming at the same moment are skipped, not waited for. With `tenant_limit`
+    (TENANT_MAX_ACTIVE_RUNS), a queued run is taken only while its tenant has fewer
+    active runs than that, counting those taken by this same statement."""
+
+    def candidate(run: Any) -> ColumnElement[bool]:
+        claimable = or_(run.lease_owner.is_(None), run.lease_expires_at < db_now(db))
+        if own_past:
+            claimable = or_(claimable, run.lease_owner == owner)
+        if db.get_bind().dialect.name != "postgresql":
+            # One process per SQLite file: any other owner is a process that is gone.
+            claimable = or_(claimable, run.lease_owner != owner)
+        return and_(
+            run.status.in_(UNFINISHED_RUN_STATUSES),
             claimable,
             # A run this process still executes (its lease lapsed while the database was
             # away) is not claimed again: it is fenced, stops, and is claimed afterwards.
-            RunRow.id.not_in(list(running_here)),
+            run.id.not_in(list(running_here)),
         )
-        .order_by(RunRow.created_at, RunRow.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+
+    stmt = select(RunRow.id, RunRow.lease_owner).where(candidate(RunRow))
+    if tenant_limit is not None:
+        stmt = stmt.where(
+            or_(RunRow.status != "queued", RunRow.id.in_(_queued_within(candidate, tenant_limit)))
+        )
+        if db.get_bind().dialect.name == "postgresql":
+            # Claims on every replica take turns (until commit), so each counts what the
+            # others claimed: together they cannot pass a tenant's limit. Only with the
+            # limit set; SQLite has one claimer.
+            await db.execute(select(func.pg_advisory_xact_lock(TENANT_CLAIM_LOCK_KEY)))
+    picked = await db.execute(
+        stmt.order_by(RunRow.created_at, RunRow.id).limit(limit).with_for_update(skip_locked=True)
     )
     previous: dict[str, str | None] = {run_id: owner for run_id, owner in picked.all()}
     if not previous:
@@ -303,6 +359,51 @@ async def claim_runs(
     claimed = [ClaimedRun(*row, previous[row[0]]) for row in result.all()]
     # Oldest first, as picked (RETURNING keeps no order; ids sort by creation time).
     return sorted(claimed, key=lambda run: run.run_id)
+
+
+# The Postgres advisory lock (transaction-level) that claims take when
+# TENANT_MAX_ACTIVE_RUNS is set: the first 8 bytes of sha256(b"agent-sessions:tenant-claims").
+TENANT_CLAIM_LOCK_KEY = -3674609159773311241
+
+
+def _queued_within(
+    candidate: Callable[[Any], ColumnElement[bool]], tenant_limit: int
+) -> Select[tuple[str]]:
+    """The ids of the claimable queued runs that fit their tenant's limit: the oldest
+    first, as many as the tenant's active runs leave room for. Active: unfinished and
+    not a claimable queued run (so running, waiting for a human, or queued but claimed
+    by a live replica and starting), counted per tenant in the same statement."""
+    active_run, queued_run = aliased(RunRow), aliased(RunRow)
+    active = (
+        select(SessionRow.tenant.label("tenant"), func.count().label("runs"))
+        .join_from(active_run, SessionRow, SessionRow.id == active_run.session_id)
+        .where(
+            active_run.status.in_(UNFINISHED_RUN_STATUSES),
+            ~and_(active_run.status == "queued", candidate(active_run)),
+        )
+        .group_by(SessionRow.tenant)
+        .subquery("active")
+    )
+    ranked = (
+        select(
+            queued_run.id.label("id"),
+            SessionRow.tenant.label("tenant"),
+            func.row_number()
+            .over(
+                partition_by=SessionRow.tenant,
+                order_by=(queued_run.created_at, queued_run.id),
+            )
+            .label("place"),
+        )
+        .join_from(queued_run, SessionRow, SessionRow.id == queued_run.session_id)
+        .where(queued_run.status == "queued", candidate(queued_run))
+        .subquery("ranked")
+    )
+    return (
+        select(ranked.c.id)
+        .outerjoin(active, active.c.tenant == ranked.c.tenant)
+        .where(func.coalesce(active.c.runs, 0) + ranked.c.place <= tenant_limit)
+    )
 
 
 async def renew_leases(
@@ -549,3 +650,195 @@ async def revoke_session_tokens(
         stmt.values(revoked_at=now).execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---- idempotency keys -----------------------------------------------------------
+# One row per (tenant, caller, key): its primary key decides which of several
+# concurrent requests (on any replica) runs; the others find the row.
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What a key holds: the request's hash and, once answered, the answer (else None)."""
+
+    request_sha256: str
+    status_code: int | None
+    content_type: str | None
+    body: bytes | None
+
+
+def _idempotency_key_is(tenant: str, caller: str, key: str) -> ColumnElement[bool]:
+    return and_(
+        IdempotencyKeyRow.tenant == tenant,
+        IdempotencyKeyRow.caller == caller,
+        IdempotencyKeyRow.key == key,
+    )
+
+
+async def claim_idempotency_key(
+    db: AsyncSession,
+    tenant: str,
+    caller: str,
+    key: str,
+    request_sha256: str,
+    now: datetime,
+    expires_at: datetime,
+) -> IdempotencyRecord | None:
+    """Insert the key "in progress" unless it is live: None when this request claimed it,
+    else what the key holds. One statement: an expired row of the key is overwritten in
+    place (ON CONFLICT DO UPDATE ... WHERE expired), a live one is left alone. On
+    Postgres a concurrent uncommitted claim of the same key makes it wait for that
+    claim's outcome. Each statement may commit on its own (autocommit)."""
+    table = cast(Table, IdempotencyKeyRow.__table__)
+    fresh = {
+        "request_sha256": request_sha256,
+        "status_code": None,
+        "content_type": None,
+        "body": None,
+        "session_id": None,
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+    insert_ = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+    upsert = insert_(table).values(tenant=tenant, caller=caller, key=key, **fresh)
+    claim = upsert.on_conflict_do_update(
+        index_elements=[table.c.tenant, table.c.caller, table.c.key],
+        set_=fresh,
+        where=table.c.expires_at <= now,
+    ).returning(table.c.key)
+    for _ in range(3):
+        if (await db.execute(claim)).first() is not None:
+            return None
+        found = await get_idempotency_key(db, tenant, caller, key, now)
+        if found is not None:
+            return found
+        # Gone between the two statements (its request failed and let go): again.
+    raise RuntimeError("an idempotency key kept vanishing while it was claimed")
+
+
+async def get_idempotency_key(
+    db: AsyncSession, tenant: str, caller: str, key: str, now: datetime
+) -> IdempotencyRecord | None:
+    """The live (unexpired) row of the key, or None."""
+    row = (
+        await db.execute(
+            select(
+                IdempotencyKeyRow.request_sha256,
+                IdempotencyKeyRow.status_code,
+                IdempotencyKeyRow.content_type,
+                IdempotencyKeyRow.body,
+            ).where(_idempotency_key_is(tenant, caller, key), IdempotencyKeyRow.expires_at > now)
+        )
+    ).first()
+    return None if row is None else IdempotencyRecord(row[0], row[1], row[2], row[3])
+
+
+async def store_idempotent_answer(
+    db: AsyncSession,
+    tenant: str,
+    caller: str,
+    key: str,
+    status_code: int,
+    content_type: str | None,
+    body: bytes,
+    session_id: str | None,
+) -> None:
+    await db.execute(
+        update(IdempotencyKeyRow)
+        .where(_idempotency_key_is(tenant, caller, key), IdempotencyKeyRow.status_code.is_(None))
+        .values(
+            status_code=status_code, content_type=content_type, body=body, session_id=session_id
+        )
+    )
+
+
+async def release_idempotency_key(db: AsyncSession, tenant: str, caller: str, key: str) -> None:
+    """Forget a key whose request is not to be kept (429, 5xx, an error), so a retry runs."""
+    await db.execute(
+        delete(IdempotencyKeyRow).where(
+            _idempotency_key_is(tenant, caller, key), IdempotencyKeyRow.status_code.is_(None)
+        )
+    )
+
+
+async def purge_expired_idempotency_keys(db: AsyncSession, now: datetime) -> int:
+    result = await db.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.expires_at <= now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---- retention --------------------------------------------------------------------
+# Purging a session deletes every row that references it (found from the models'
+# foreign keys, so a table added later is purged too), then the session.
+
+
+def session_owned_tables() -> list[tuple[Table, Column[Any]]]:
+    """(table, its column referencing sessions.id) for every such table, children
+    before parents. Raises if a table refers to one of them without also naming the
+    session (a purge by session id would then leave it dangling or fail)."""
+    sessions = cast(Table, SessionRow.__table__)
+    owned: list[tuple[Table, Column[Any]]] = []
+    for table in reversed(Base.metadata.sorted_tables):
+        for column in table.columns:
+            if any(fk.column is sessions.c.id for fk in column.foreign_keys):
+                owned.append((table, column))
+                break
+    purged = {table for table, _ in owned} | {sessions}
+    for table in Base.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table in purged and table not in purged:
+                raise RuntimeError(
+                    f"{table.name} references {fk.column.table.name} but not sessions"
+                )
+    return owned
+
+
+async def lock_purgeable_sessions(
+    db: AsyncSession, closed_before: datetime, limit: int
+) -> list[str]:
+    """Ids of closed sessions last changed before `closed_before`, oldest first, locked
+    (other replicas purging at the same time skip them)."""
+    stmt = (
+        select(SessionRow.id)
+        .where(SessionRow.status == "closed", SessionRow.updated_at < closed_before)
+        .order_by(SessionRow.updated_at, SessionRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(await db.scalars(stmt))
+
+
+async def delete_sessions(db: AsyncSession, session_ids: Sequence[str]) -> None:
+    """Delete the sessions and everything they own (events, runs, turns, screenshots,
+    safety checks, tokens, webhook deliveries, the answers stored for idempotency keys)."""
+    if not session_ids:
+        return
+    ids = list(session_ids)
+    for table, column in session_owned_tables():
+        await db.execute(delete(table).where(column.in_(ids)))
+    await db.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.session_id.in_(ids)))
+    await db.execute(delete(SessionRow).where(SessionRow.id.in_(ids)))
+
+
+# ---- per-tenant request counts (TENANT_REQUESTS_PER_S, Postgres) -----------------
+
+
+async def count_tenant_request(db: AsyncSession, tenant: str) -> int:
+    """Count one request of `tenant` in the current one-second window, by the database's
+    clock, and return how many it has made in that window (this one included). One
+    upsert on the tenant's row: a new window starts the count again at 1; a request
+    that reaches the row after the window moved on counts in the newer one. The
+    transaction does not wait for its WAL flush: a count lost to a crash of the
+    database costs nothing, and a flush would cost every request a disk write."""
+    await db.execute(select(func.set_config("synchronous_commit", "off", True)))
+    table = cast(Table, TenantRequestCountRow.__table__)
+    window = cast_(func.floor(func.extract("epoch", func.clock_timestamp())), BigInteger)
+    insert = postgresql.insert(table).values(tenant=tenant, window_start=window, count=1)
+    newer = insert.excluded.window_start
+    upsert = insert.on_conflict_do_update(
+        index_elements=[table.c.tenant],
+        set_={
+            "count": case((newer > table.c.window_start, 1), else_=table.c.count + 1),
+            "window_start": func.greatest(table.c.window_start, newer),
+        },
+    ).returning(table.c.count)
+    return int((await db.execute(upsert)).scalar_one())

@@ -6,7 +6,8 @@ together in the next one, so thousands of events per second cost a handful of
 commits instead of one each, and SQLite never sees two writers contend. A
 write carries its events and an optional `apply` callback that changes state
 (a run's status, a session row) in the same transaction, so when a client
-sees an event, REST already shows its effect.
+sees an event, REST already shows its effect. The webhook deliveries of a write's
+events (app/webhooks/outbox.py) are inserted in that transaction too.
 
 `seq` is gapless per session: it is assigned inside the transaction from the
 last committed value, and a failed write gives its numbers back. Several
@@ -31,23 +32,26 @@ while the bridge reports that another replica listens.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repositories as repo
+from app.db import webhooks as db_webhooks
 from app.db.engine import is_sqlite_busy
 from app.db.lease import Lease
 from app.db.models import utcnow
 from app.events.broker import Broker
 from app.events.types import EVENT_TYPES, StoredEvent
+from app.webhooks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,17 @@ NewEvent = tuple[str, dict[str, Any]]
 EventsFor = Callable[[Any], Sequence[NewEvent]]
 
 
+class CommitObserver(Protocol):
+    """Told of every committed batch (app/observability): how long its transaction
+    took, and each write's events with the context of the code that wrote it."""
+
+    def committed(
+        self,
+        seconds: float,
+        writes: Sequence[tuple[contextvars.Context | None, Sequence[StoredEvent]]],
+    ) -> None: ...
+
+
 class WriteRefused(Exception):
     """Raised by an `apply` that declines the write for a reason the caller expects
     (a conflict): the write fails alone, without a warning in the log."""
@@ -93,6 +108,7 @@ class _Write:
     apply: Apply | None
     future: asyncio.Future[tuple[list[StoredEvent], Any]] = field(repr=False)
     lease: Lease | None = None
+    context: contextvars.Context | None = field(default=None, repr=False)
 
 
 class EventLog:
@@ -130,6 +146,11 @@ class EventLog:
         # Whether another replica listens (the bridge keeps this current): alone, a
         # replica sends no NOTIFY, which would cost a statement in every commit.
         self.peers = True
+        # Metrics and log lines of what is committed (set by the lifespan).
+        self.observer: CommitObserver | None = None
+        # Webhooks (set by the lifespan): the outbox rows of a write's events go into
+        # the write's own transaction (app/webhooks/outbox.py).
+        self.outbox: Outbox | None = None
 
     @property
     def broker(self) -> Broker:
@@ -185,7 +206,9 @@ class EventLog:
         )
         if lease is not None and lease.lost:
             raise LeaseLost(f"the lease of run {lease.run_id} was lost")
-        self._queue.put_nowait(_Write(session_id, run_id, events, apply, future, lease))
+        # The writer's log lines about this write carry the writer's ids (request, run).
+        context = None if self.observer is None else contextvars.copy_context()
+        self._queue.put_nowait(_Write(session_id, run_id, events, apply, future, lease, context))
         # Shielded: a cancelled caller must not un-write what may already be committing.
         return await asyncio.shield(future)
 
@@ -244,6 +267,7 @@ class EventLog:
         results: list[tuple[list[StoredEvent], Any]] = []
         leases = [write.lease for write in batch if write.lease is not None and self._fencing]
         sent = time.monotonic()
+        began = time.perf_counter()
         async with maker() as db, db.begin():
             if self._only_inserts(batch, db):
                 # One multi-row INSERT is atomic on its own: no BEGIN and no COMMIT,
@@ -252,6 +276,7 @@ class EventLog:
             if leases:
                 await _fence(db, leases)
             rows: list[dict[str, Any]] = []
+            outbox_rows: list[dict[str, Any]] = []
             touched: set[str] = set()
             sliced = time.perf_counter()
             for write in batch:
@@ -286,9 +311,13 @@ class EventLog:
                             }
                         )
                     touched.add(write.session_id)
+                    if self.outbox is not None:
+                        outbox_rows += await self.outbox.rows_for(db, write.session_id, stored)
                 results.append((stored, applied))
             if rows:
                 await repo.insert_events(db, rows)
+                if outbox_rows:
+                    await db_webhooks.insert_deliveries(db, outbox_rows)
                 if self._notify_channel is not None and self.peers:
                     first: dict[str, int] = {}
                     for row in rows:
@@ -302,12 +331,23 @@ class EventLog:
                         ],
                     )
         # Committed: only now do the numbers become real and readers hear of them.
+        elapsed = time.perf_counter() - began
         for lease in leases:
             lease.renewed(sent)
         self._last_seq.update({sid: seqs[sid] for sid in touched})
+        if outbox_rows and self.outbox is not None:
+            self.outbox.committed()
         for write, result in zip(batch, results, strict=True):
             if result[0]:
                 self._broker.publish(write.session_id, result[0])
+        if self.observer is not None:
+            try:  # after the commit: nothing here may fail the batch (it would run again)
+                self.observer.committed(
+                    elapsed,
+                    [(w.context, result[0]) for w, result in zip(batch, results, strict=True)],
+                )
+            except Exception:
+                log.exception("could not observe a commit")
         woken = 0
         try:
             for write, result in zip(batch, results, strict=True):
@@ -335,12 +375,16 @@ class EventLog:
             and (self._notify_channel is None or not self.peers)
             and not callable(write.events)
             and write.session_id in self._last_seq
+            # Outbox rows would be a second statement: not for autocommit.
+            and (self.outbox is None or self.outbox.quiet(write.session_id, _types(write.events)))
             for write in batch
         )
 
     def forget(self, session_id: str) -> None:
         """Drop the cached seq of a session (tests that reset the database)."""
         self._last_seq.pop(session_id, None)
+        if self.outbox is not None:
+            self.outbox.forget(session_id)
 
 
 async def _fence(db: AsyncSession, leases: list[Lease]) -> None:
@@ -362,6 +406,10 @@ async def _fence(db: AsyncSession, leases: list[Lease]) -> None:
 
 def _is_seq_conflict(exc: BaseException) -> bool:
     return isinstance(exc, IntegrityError) and "uq_events_session_seq" in str(exc.orig)
+
+
+def _types(events: Sequence[NewEvent]) -> list[str]:
+    return [type_ for type_, _data in events]
 
 
 def _check_types(events: Sequence[NewEvent]) -> None:

@@ -132,6 +132,10 @@ class _RunEndedData(_Data):
 
 class RunCompletedData(_RunEndedData):
     status: Literal["completed"]
+    output_json: Any = Field(
+        default=None,
+        description="With the run's output_schema: the answer, valid against it (SPEC v2.3)",
+    )
 
 
 class RunFailedData(_RunEndedData):

@@ -64,12 +64,17 @@ async def resolve(
     return request
 
 
+def event_data(event: StoredEvent) -> str:
+    """The event's JSON as a stream's `data:` line carries it (and a webhook's body)."""
+    return json.dumps(event.to_json(), separators=(",", ":"))
+
+
 def sse_frame(event: StoredEvent) -> bytes:
     """The event as one SSE message (`id`, `event`, `data: <Event JSON>`), encoded on
     first use and kept on the event: the Broker hands the same object to every
     subscriber, so a fan-out to N streams encodes it once, not N times."""
     if event.frame is None:
-        data = json.dumps(event.to_json(), separators=(",", ":"))
+        data = event_data(event)
         frame = ServerSentEvent(data=data, event=event.type, id=str(event.seq)).encode()
         object.__setattr__(event, "frame", frame)  # a cache, not state: frozen otherwise
         return frame

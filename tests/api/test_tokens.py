@@ -100,6 +100,8 @@ S = "/v1/sessions/{sid}"
 CALLS = [
     Call("GET", "/healthz", PUBLIC, 200),
     Call("GET", "/readyz", PUBLIC, 200),
+    # Open without METRICS_TOKEN (API keys are for tenants, not scrapers): test_metrics.py.
+    Call("GET", "/metrics", PUBLIC, 200),
     Call("GET", "/openapi.json", PUBLIC, 200),
     Call("GET", "/docs", PUBLIC, 200),
     Call("GET", "/docs/assets/{name}", PUBLIC, 200, names={"name": "swagger-ui.css"}),
@@ -142,6 +144,7 @@ CALLS = [
         body=lambda w: {"reason": "not this one"},
     ),
     Call("GET", S + "/screenshots/{shot_id}", READ_ACCESS, 200),
+    Call("GET", S + "/webhook-deliveries", READ_ACCESS, 200),
     Call("POST", S + "/tokens", OWNER_ACCESS, 201, mutates=True, body=lambda w: {"scope": "read"}),
     Call("DELETE", S + "/tokens", OWNER_ACCESS, 204, mutates=True),
     Call("GET", "/viewer/sessions/{sid}", READ_ACCESS, 200),
